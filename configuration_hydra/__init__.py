@@ -1,0 +1,5 @@
+"""Configuration of Hydra encoders."""
+
+from .configuration_hydra import HydraConfig
+
+__all__ = ["HydraConfig"]

@@ -1,0 +1,112 @@
+"""The Hydra sequence mixer: projections, non-causal convolution, bidirectional SSD and gated RMSNorm."""
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .ssd_backends import resolve_ssd_backend
+
+
+class HydraRMSNormGated(nn.Module):
+    """RMSNorm that normalizes first and gates second: `y / rms(y) * weight * silu(z)` (spec §1 step 7).
+
+    Not transformers' `MambaRMSNormGated`, which gates before normalizing.
+    """
+
+    def __init__(self, hidden_size: int, eps: float = 1e-5):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(hidden_size))
+        self.eps = eps
+
+    def forward(self, hidden_states: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
+        dtype = hidden_states.dtype
+        hidden_states = hidden_states.float() if dtype != torch.float64 else hidden_states
+        variance = hidden_states.pow(2).mean(-1, keepdim=True)
+        hidden_states = hidden_states * torch.rsqrt(variance + self.eps)
+        hidden_states = hidden_states * self.weight.to(hidden_states.dtype) * F.silu(gate.to(hidden_states.dtype))
+        return hidden_states.to(dtype)
+
+
+class HydraMixer(nn.Module):
+    """Hydra: a bidirectional Mamba-2 mixer whose sequence mixing is a quasiseparable matrix (spec §1).
+
+    Padding-invariant: with an `attention_mask`, the convolution input and the SSD inputs `x` and `dt` are zeroed at
+    padded positions, so real tokens see exactly what they would see without padding.
+    """
+
+    def __init__(self, config, layer_idx: int = 0):
+        super().__init__()
+        self.layer_idx = layer_idx
+        self.hidden_size = config.hidden_size
+        self.d_inner = config.expand * config.hidden_size
+        self.headdim = config.headdim
+        self.nheads = self.d_inner // config.headdim
+        self.ngroups = config.ngroups
+        self.d_state = config.d_state
+        self.chunk_size = config.chunk_size
+        self.dt_limit = tuple(config.dt_limit)
+        self.conv_dim = self.d_inner + 4 * self.ngroups * self.d_state
+        self.config = config
+
+        # [z | x B_f C_f B_b C_b | dt_f dt_b]
+        self.in_proj = nn.Linear(self.hidden_size, self.d_inner + self.conv_dim + 2 * self.nheads,
+                                 bias=config.proj_bias)
+        self.conv1d = nn.Conv1d(self.conv_dim, self.conv_dim, kernel_size=config.d_conv, groups=self.conv_dim,
+                                padding=config.d_conv // 2, bias=config.conv_bias)
+        self.dt_bias = nn.Parameter(torch.empty(self.nheads))
+        self.A_log = nn.Parameter(torch.empty(self.nheads))
+        self.D = nn.Parameter(torch.empty(self.nheads))
+        self.fc_D = nn.Linear(self.d_inner, self.nheads, bias=False)
+        self.norm = HydraRMSNormGated(self.d_inner, eps=1e-5)
+        self.out_proj = nn.Linear(self.d_inner, self.hidden_size, bias=config.proj_bias)
+
+    def reset_ssm_parameters(self):
+        """The original initialization of A_log (A = -1), D (1) and dt_bias (softplus^-1 of a log-uniform dt)."""
+        cfg = self.config
+        nn.init.zeros_(self.A_log)
+        nn.init.ones_(self.D)
+        if getattr(self.dt_bias, "_is_hf_initialized", False):
+            return
+        with torch.no_grad():
+            dt = torch.exp(torch.rand(self.nheads, device=self.dt_bias.device, dtype=torch.float32)
+                           * (math.log(cfg.dt_max) - math.log(cfg.dt_min)) + math.log(cfg.dt_min))
+            dt = dt.clamp(min=cfg.dt_init_floor)
+            self.dt_bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # softplus^-1(dt)
+
+    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """hidden_states: (batch, seqlen, hidden_size); attention_mask: (batch, seqlen), 1 for real tokens."""
+        batch, seqlen, _ = hidden_states.shape
+        H, P, G, N = self.nheads, self.headdim, self.ngroups, self.d_state
+        zxbcdt = self.in_proj(hidden_states)  # (batch, seqlen, d_inner + conv_dim + 2 * nheads)
+        z, xBC, dt = torch.split(zxbcdt, [self.d_inner, self.conv_dim, 2 * H], dim=-1)
+
+        mask = None
+        if attention_mask is not None:
+            mask = attention_mask.to(xBC.dtype).unsqueeze(-1)  # (batch, seqlen, 1)
+            xBC = xBC * mask
+        xBC = F.silu(self.conv1d(xBC.transpose(1, 2)).transpose(1, 2))  # (batch, seqlen, conv_dim)
+        x, B_f, C_f, B_b, C_b = torch.split(xBC, [self.d_inner, G * N, G * N, G * N, G * N], dim=-1)
+
+        dt = F.softplus(dt + self.dt_bias.repeat(2))  # (batch, seqlen, 2 * nheads): [dt_f | dt_b]
+        if self.dt_limit != (0.0, float("inf")):
+            dt = dt.clamp(*self.dt_limit)
+        if mask is not None:
+            x = x * mask
+            dt = dt * mask
+        dt_f, dt_b = dt.chunk(2, dim=-1)  # (batch, seqlen, nheads) each
+
+        compute_dtype = torch.float64 if hidden_states.dtype == torch.float64 else torch.float32
+        A = -torch.exp(self.A_log.to(compute_dtype))  # (nheads,)
+        diag = self.fc_D(x) + self.D  # (batch, seqlen, nheads)
+
+        ssd = resolve_ssd_backend(self.config.ssd_backend, hidden_states.device)
+        y = ssd(
+            x.reshape(batch, seqlen, H, P), dt_f, dt_b, A,
+            B_f.reshape(batch, seqlen, G, N), C_f.reshape(batch, seqlen, G, N),
+            B_b.reshape(batch, seqlen, G, N), C_b.reshape(batch, seqlen, G, N),
+            diag, self.chunk_size,
+        )  # (batch, seqlen, nheads, headdim)
+        y = self.norm(y.reshape(batch, seqlen, self.d_inner), z)
+        return self.out_proj(y)

@@ -1,0 +1,492 @@
+"""Hydra encoders for transformers: a BERT-style model whose attention is the Hydra bidirectional SSD mixer."""
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss
+from transformers import PreTrainedModel
+from transformers.activations import ACT2FN
+from transformers.modeling_outputs import (
+    BaseModelOutputWithPooling,
+    MaskedLMOutput,
+    MultipleChoiceModelOutput,
+    QuestionAnsweringModelOutput,
+    SequenceClassifierOutput,
+    TokenClassifierOutput,
+)
+from transformers.utils import logging
+
+from configuration_hydra.configuration_hydra import HydraConfig
+
+from .hydra_mixer import HydraMixer, HydraRMSNormGated
+from .remote_code import AUTO_MAP, write_remote_code
+
+logger = logging.get_logger(__name__)
+
+
+class HydraEmbeddings(nn.Module):
+    """LayerNorm(word + token_type [+ position]) embeddings, then dropout. No position embeddings by default."""
+
+    def __init__(self, config: HydraConfig):
+        super().__init__()
+        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
+        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
+        if config.use_position_embeddings:
+            self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, input_ids, token_type_ids, position_ids, inputs_embeds):
+        if inputs_embeds is None:
+            inputs_embeds = self.word_embeddings(input_ids)  # (batch, seqlen, hidden)
+        embeddings = inputs_embeds + self.token_type_embeddings(token_type_ids)
+        if position_ids is not None:
+            embeddings = embeddings + self.position_embeddings(position_ids)
+        return self.dropout(self.LayerNorm(embeddings))
+
+
+class HydraLayer(nn.Module):
+    """One Hydra block, no MLP: post-norm `LN(h + Hydra(h))` or pre-norm `h + Hydra(LN(h))`."""
+
+    def __init__(self, config: HydraConfig, layer_idx: int):
+        super().__init__()
+        self.mixer = HydraMixer(config, layer_idx)
+        self.norm = nn.LayerNorm(config.hidden_size, eps=1e-5)
+        self.is_prenorm = config.is_prenorm
+
+    def forward(self, hidden_states, attention_mask=None):
+        if self.is_prenorm:
+            return hidden_states + self.mixer(self.norm(hidden_states), attention_mask)
+        return self.norm(hidden_states + self.mixer(hidden_states, attention_mask))
+
+
+class HydraEncoder(nn.Module):
+    """A stack of `HydraLayer`s (and the final LayerNorm of pre-norm models)."""
+
+    def __init__(self, config: HydraConfig):
+        super().__init__()
+        self.layer = nn.ModuleList([HydraLayer(config, i) for i in range(config.num_hidden_layers)])
+        if config.is_prenorm:
+            self.norm_f = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.gradient_checkpointing = False
+
+    def forward(self, hidden_states, attention_mask=None, output_hidden_states=False):
+        all_hidden_states = (hidden_states,) if output_hidden_states else None
+        for i, layer in enumerate(self.layer):
+            if self.gradient_checkpointing and self.training:
+                hidden_states = self._gradient_checkpointing_func(layer.__call__, hidden_states, attention_mask)
+            else:
+                hidden_states = layer(hidden_states, attention_mask)
+            if i == len(self.layer) - 1 and hasattr(self, "norm_f"):
+                hidden_states = self.norm_f(hidden_states)
+            if output_hidden_states:
+                all_hidden_states += (hidden_states,)
+        return hidden_states, all_hidden_states
+
+
+class HydraPooler(nn.Module):
+    """tanh(dense(h[:, 0])), or of the masked mean of h when `classifier_pooling == "mean"`."""
+
+    def __init__(self, config: HydraConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.activation = nn.Tanh()
+        self.mean_pooling = config.classifier_pooling == "mean"
+
+    def forward(self, hidden_states, attention_mask=None):
+        if self.mean_pooling:
+            if attention_mask is None:
+                pooled = hidden_states.mean(dim=1)
+            else:
+                mask = attention_mask.to(hidden_states.dtype).unsqueeze(-1)  # (batch, seqlen, 1)
+                pooled = (hidden_states * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+        else:
+            pooled = hidden_states[:, 0]
+        return self.activation(self.dense(pooled))
+
+
+class HydraPreTrainedModel(PreTrainedModel):
+    """Weight initialization of the original Hydra BERT and saving as a self-contained remote-code folder."""
+
+    config_class = HydraConfig
+    base_model_prefix = "hydra"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["HydraLayer"]
+
+    def _init_weights(self, module):
+        std = self.config.initializer_range
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=std)
+            if module.padding_idx is not None and not getattr(module.weight, "_is_hf_initialized", False):
+                nn.init.zeros_(module.weight[module.padding_idx])
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Conv1d):  # PyTorch's default, as the original
+            nn.init.kaiming_uniform_(module.weight, a=math.sqrt(5))
+            if module.bias is not None:
+                bound = 1.0 / math.sqrt(module.weight.shape[1] * module.weight.shape[2])
+                nn.init.uniform_(module.bias, -bound, bound)
+        elif isinstance(module, HydraRMSNormGated):
+            nn.init.ones_(module.weight)
+        elif isinstance(module, HydraMixer):
+            module.reset_ssm_parameters()
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """Save weights and config, plus the model's source files and a full `auto_map` for remote-code loading."""
+        self.config.auto_map = dict(AUTO_MAP)
+        super().save_pretrained(save_directory, *args, **kwargs)
+        if kwargs.get("is_main_process", True):
+            write_remote_code(str(save_directory), __file__)
+
+
+def _validate_inputs(config, embeddings, input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds):
+    """Raise ValueError for malformed inputs; returns (batch, seqlen)."""
+    if (input_ids is None) == (inputs_embeds is None):
+        raise ValueError("Specify exactly one of input_ids and inputs_embeds (got "
+                         f"{'both' if input_ids is not None else 'neither'}).")
+    if input_ids is not None:
+        if input_ids.dim() != 2:
+            raise ValueError(f"input_ids must be 2-D (batch, seqlen), got shape {tuple(input_ids.shape)}")
+        if input_ids.dtype.is_floating_point or input_ids.dtype == torch.bool:
+            raise ValueError(f"input_ids must hold integer token ids, got dtype {input_ids.dtype}")
+        shape = tuple(input_ids.shape)
+    else:
+        if inputs_embeds.dim() != 3 or inputs_embeds.shape[-1] != config.hidden_size:
+            raise ValueError(f"inputs_embeds must be (batch, seqlen, hidden_size={config.hidden_size}), got "
+                             f"shape {tuple(inputs_embeds.shape)}")
+        shape = tuple(inputs_embeds.shape[:2])
+    if shape[1] == 0:
+        raise ValueError("The sequence length is 0: Hydra needs at least one token per row.")
+    if input_ids is not None and input_ids.numel():
+        vocab = embeddings.word_embeddings.num_embeddings
+        low, high = int(input_ids.min()), int(input_ids.max())
+        if low < 0 or high >= vocab:
+            raise ValueError(f"input_ids must lie in [0, {vocab - 1}] (vocab_size={vocab}); found ids from {low} "
+                             f"to {high}.")
+    for name, tensor in (("attention_mask", attention_mask), ("token_type_ids", token_type_ids),
+                         ("position_ids", position_ids)):
+        if tensor is not None and tuple(tensor.shape) != shape:
+            raise ValueError(f"{name} must have the shape of input_ids {shape}, got {tuple(tensor.shape)}")
+    if token_type_ids is not None and token_type_ids.numel():
+        n_types = embeddings.token_type_embeddings.num_embeddings
+        if int(token_type_ids.min()) < 0 or int(token_type_ids.max()) >= n_types:
+            raise ValueError(f"token_type_ids must lie in [0, {n_types - 1}] (type_vocab_size={n_types}); found "
+                             f"{int(token_type_ids.min())}..{int(token_type_ids.max())}.")
+    if position_ids is not None and config.use_position_embeddings and position_ids.numel():
+        if int(position_ids.min()) < 0 or int(position_ids.max()) >= config.max_position_embeddings:
+            raise ValueError(f"position_ids must lie in [0, {config.max_position_embeddings - 1}] "
+                             f"(max_position_embeddings={config.max_position_embeddings}).")
+    return shape
+
+
+class HydraModel(HydraPreTrainedModel):
+    """The bare Hydra encoder: embeddings, `num_hidden_layers` Hydra layers and an optional pooler."""
+
+    def __init__(self, config: HydraConfig, add_pooling_layer: bool = True):
+        super().__init__(config)
+        self.embeddings = HydraEmbeddings(config)
+        self.encoder = HydraEncoder(config)
+        self.pooler = HydraPooler(config) if add_pooling_layer else None
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.embeddings.word_embeddings
+
+    def set_input_embeddings(self, value):
+        self.embeddings.word_embeddings = value
+
+    def forward(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        token_type_ids=None,
+        position_ids=None,
+        inputs_embeds=None,
+        output_attentions=None,
+        output_hidden_states=None,
+        return_dict=None,
+    ):
+        r"""
+        input_ids / inputs_embeds: (batch, seqlen) token ids or (batch, seqlen, hidden_size) vectors (exactly one).
+        attention_mask: (batch, seqlen), 1 for real tokens and 0 for padding. Outputs at real tokens do not depend
+            on the amount or side of padding.
+        token_type_ids: (batch, seqlen) segment ids; zeros when None.
+        position_ids: (batch, seqlen); only used with `config.use_position_embeddings`, where it defaults to the
+            index of each token among the real tokens of its row.
+        output_attentions: Hydra has no attention maps; True raises a ValueError.
+        """
+        if output_attentions:
+            raise ValueError("Hydra has no attention maps: its sequence mixer is a state-space model, so "
+                             "output_attentions=True is not supported.")
+        output_hidden_states = (output_hidden_states if output_hidden_states is not None
+                                else self.config.output_hidden_states)
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        batch, seqlen = _validate_inputs(self.config, self.embeddings, input_ids, attention_mask, token_type_ids,
+                                         position_ids, inputs_embeds)
+        device = input_ids.device if input_ids is not None else inputs_embeds.device
+
+        mask = None
+        if attention_mask is not None:
+            mask = attention_mask.to(device) != 0  # (batch, seqlen) bool
+            if bool(mask.all()):
+                mask = None  # nothing to mask: skip the masking work
+        if token_type_ids is None:
+            token_type_ids = torch.zeros((batch, seqlen), dtype=torch.long, device=device)
+        if self.config.use_position_embeddings:
+            if position_ids is None:
+                base = mask if mask is not None else torch.ones((batch, seqlen), dtype=torch.bool, device=device)
+                position_ids = (base.long().cumsum(-1) - 1).clamp(min=0)
+                if int(position_ids.max()) >= self.config.max_position_embeddings:
+                    raise ValueError(f"Sequence of {int(position_ids.max()) + 1} tokens is longer than "
+                                     f"max_position_embeddings={self.config.max_position_embeddings}.")
+        else:
+            position_ids = None
+
+        hidden_states = self.embeddings(input_ids, token_type_ids, position_ids, inputs_embeds)
+        hidden_states, all_hidden_states = self.encoder(hidden_states, mask, output_hidden_states)
+        pooled = self.pooler(hidden_states, mask) if self.pooler is not None else None
+
+        if not return_dict:
+            return tuple(v for v in (hidden_states, pooled, all_hidden_states) if v is not None)
+        return BaseModelOutputWithPooling(
+            last_hidden_state=hidden_states, pooler_output=pooled, hidden_states=all_hidden_states
+        )
+
+
+class HydraPredictionHeadTransform(nn.Module):
+    """LayerNorm(act(dense(h))) with exact-erf GELU and eps 1e-12, as the original MLM head."""
+
+    def __init__(self, config: HydraConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.transform_act_fn = ACT2FN[config.hidden_act]
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=1e-12)
+
+    def forward(self, hidden_states):
+        return self.LayerNorm(self.transform_act_fn(self.dense(hidden_states)))
+
+
+class HydraLMPredictionHead(nn.Module):
+    def __init__(self, config: HydraConfig):
+        super().__init__()
+        self.transform = HydraPredictionHeadTransform(config)
+        self.decoder = nn.Linear(config.hidden_size, config.vocab_size, bias=True)  # weight tied to the embeddings
+
+    def forward(self, hidden_states):
+        return self.decoder(self.transform(hidden_states))
+
+
+class HydraOnlyMLMHead(nn.Module):
+    def __init__(self, config: HydraConfig):
+        super().__init__()
+        self.predictions = HydraLMPredictionHead(config)
+
+    def forward(self, sequence_output):
+        return self.predictions(sequence_output)
+
+
+def _classifier_dropout(config):
+    return config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
+
+
+def _head_output(return_dict, output_class, loss, hidden_states, **fields):
+    """A head's output: the `output_class` dataclass, or BERT's tuple `(loss?, *fields, hidden_states?)`."""
+    if return_dict:
+        return output_class(loss=loss, hidden_states=hidden_states, **fields)
+    output = tuple(fields.values()) + ((hidden_states,) if hidden_states is not None else ())
+    return ((loss,) + output) if loss is not None else output
+
+
+class HydraForMaskedLM(HydraPreTrainedModel):
+    """Hydra with the BERT masked-language-modeling head (decoder tied to the word embeddings)."""
+
+    _tied_weights_keys = {"cls.predictions.decoder.weight": "hydra.embeddings.word_embeddings.weight"}
+
+    def __init__(self, config: HydraConfig):
+        super().__init__(config)
+        self.hydra = HydraModel(config, add_pooling_layer=False)
+        self.cls = HydraOnlyMLMHead(config)
+        self.post_init()
+
+    def get_output_embeddings(self):
+        return self.cls.predictions.decoder
+
+    def set_output_embeddings(self, new_embeddings):
+        self.cls.predictions.decoder = new_embeddings
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
+                inputs_embeds=None, labels=None, output_attentions=None, output_hidden_states=None,
+                return_dict=None):
+        r"""labels: (batch, seqlen) token ids to predict; -100 where no prediction is scored."""
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        outputs = self.hydra(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+                             position_ids=position_ids, inputs_embeds=inputs_embeds,
+                             output_attentions=output_attentions, output_hidden_states=output_hidden_states,
+                             return_dict=True)
+        logits = self.cls(outputs.last_hidden_state)  # (batch, seqlen, vocab_size)
+        loss = None
+        if labels is not None:
+            loss = CrossEntropyLoss()(logits.view(-1, logits.shape[-1]), labels.to(logits.device).view(-1))
+        return _head_output(return_dict, MaskedLMOutput, loss, outputs.hidden_states, logits=logits)
+
+
+class HydraForSequenceClassification(HydraPreTrainedModel):
+    """Hydra with a pooled classifier; regression, single- or multi-label by `config.problem_type`."""
+
+    def __init__(self, config: HydraConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.hydra = HydraModel(config)
+        self.dropout = nn.Dropout(_classifier_dropout(config))
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.post_init()
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
+                inputs_embeds=None, labels=None, output_attentions=None, output_hidden_states=None,
+                return_dict=None):
+        r"""labels: (batch,) class ids, floats for regression (num_labels == 1), or (batch, num_labels) multi-hot."""
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        outputs = self.hydra(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+                             position_ids=position_ids, inputs_embeds=inputs_embeds,
+                             output_attentions=output_attentions, output_hidden_states=output_hidden_states,
+                             return_dict=True)
+        logits = self.classifier(self.dropout(outputs.pooler_output))  # (batch, num_labels)
+        loss = None
+        if labels is not None:
+            labels = labels.to(logits.device)
+            if self.config.problem_type is None:
+                if self.num_labels == 1:
+                    self.config.problem_type = "regression"
+                elif self.num_labels > 1 and labels.dtype in (torch.long, torch.int):
+                    self.config.problem_type = "single_label_classification"
+                else:
+                    self.config.problem_type = "multi_label_classification"
+            if self.config.problem_type == "regression":
+                loss_fct = MSELoss()
+                loss = loss_fct(logits.squeeze(), labels.squeeze().to(logits.dtype)) if self.num_labels == 1 \
+                    else loss_fct(logits, labels.to(logits.dtype))
+            elif self.config.problem_type == "single_label_classification":
+                loss = CrossEntropyLoss()(logits.view(-1, self.num_labels), labels.view(-1))
+            elif self.config.problem_type == "multi_label_classification":
+                loss = BCEWithLogitsLoss()(logits, labels.to(logits.dtype))
+            else:
+                raise ValueError(f"Unknown problem_type {self.config.problem_type!r}; expected 'regression', "
+                                 "'single_label_classification' or 'multi_label_classification'.")
+        return _head_output(return_dict, SequenceClassifierOutput, loss, outputs.hidden_states, logits=logits)
+
+
+class HydraForTokenClassification(HydraPreTrainedModel):
+    """Hydra with a per-token classifier (e.g. NER)."""
+
+    def __init__(self, config: HydraConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.hydra = HydraModel(config, add_pooling_layer=False)
+        self.dropout = nn.Dropout(_classifier_dropout(config))
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.post_init()
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
+                inputs_embeds=None, labels=None, output_attentions=None, output_hidden_states=None,
+                return_dict=None):
+        r"""labels: (batch, seqlen) class ids; -100 where no label is scored."""
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        outputs = self.hydra(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+                             position_ids=position_ids, inputs_embeds=inputs_embeds,
+                             output_attentions=output_attentions, output_hidden_states=output_hidden_states,
+                             return_dict=True)
+        logits = self.classifier(self.dropout(outputs.last_hidden_state))  # (batch, seqlen, num_labels)
+        loss = None
+        if labels is not None:
+            loss = CrossEntropyLoss()(logits.view(-1, self.num_labels), labels.to(logits.device).view(-1))
+        return _head_output(return_dict, TokenClassifierOutput, loss, outputs.hidden_states, logits=logits)
+
+
+class HydraForQuestionAnswering(HydraPreTrainedModel):
+    """Hydra with a span-extraction head (start and end logits), as BERT for SQuAD."""
+
+    def __init__(self, config: HydraConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.hydra = HydraModel(config, add_pooling_layer=False)
+        self.qa_outputs = nn.Linear(config.hidden_size, 2)
+        self.post_init()
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
+                inputs_embeds=None, start_positions=None, end_positions=None, output_attentions=None,
+                output_hidden_states=None, return_dict=None):
+        r"""start_positions, end_positions: (batch,) token indices of the answer span; clamped to the sequence."""
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        outputs = self.hydra(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+                             position_ids=position_ids, inputs_embeds=inputs_embeds,
+                             output_attentions=output_attentions, output_hidden_states=output_hidden_states,
+                             return_dict=True)
+        logits = self.qa_outputs(outputs.last_hidden_state)  # (batch, seqlen, 2)
+        start_logits, end_logits = (t.squeeze(-1).contiguous() for t in logits.split(1, dim=-1))
+        loss = None
+        if start_positions is not None and end_positions is not None:
+            ignored_index = start_logits.size(1)
+            start_positions = start_positions.to(start_logits.device).view(-1).clamp(0, ignored_index)
+            end_positions = end_positions.to(end_logits.device).view(-1).clamp(0, ignored_index)
+            loss_fct = CrossEntropyLoss(ignore_index=ignored_index)
+            loss = (loss_fct(start_logits, start_positions) + loss_fct(end_logits, end_positions)) / 2
+        return _head_output(return_dict, QuestionAnsweringModelOutput, loss, outputs.hidden_states,
+                            start_logits=start_logits, end_logits=end_logits)
+
+
+class HydraForMultipleChoice(HydraPreTrainedModel):
+    """Hydra scoring each of `num_choices` candidate sequences with a pooled linear head."""
+
+    def __init__(self, config: HydraConfig):
+        super().__init__(config)
+        self.hydra = HydraModel(config)
+        self.dropout = nn.Dropout(_classifier_dropout(config))
+        self.classifier = nn.Linear(config.hidden_size, 1)
+        self.post_init()
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
+                inputs_embeds=None, labels=None, output_attentions=None, output_hidden_states=None,
+                return_dict=None):
+        r"""
+        input_ids: (batch, num_choices, seqlen) (or inputs_embeds (batch, num_choices, seqlen, hidden_size)).
+        labels: (batch,) index of the correct choice.
+        """
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        reference = input_ids if input_ids is not None else inputs_embeds
+        if reference is None:
+            raise ValueError("Specify exactly one of input_ids and inputs_embeds (got neither).")
+        expected = 3 if input_ids is not None else 4
+        if reference.dim() != expected:
+            raise ValueError(f"HydraForMultipleChoice expects {'input_ids' if expected == 3 else 'inputs_embeds'} "
+                             f"of {expected} dims (batch, num_choices, seqlen{', hidden' if expected == 4 else ''}),"
+                             f" got shape {tuple(reference.shape)}")
+        num_choices = reference.shape[1]
+        flat = lambda t: t.reshape(-1, t.shape[-1]) if t is not None else None
+        outputs = self.hydra(flat(input_ids), attention_mask=flat(attention_mask),
+                             token_type_ids=flat(token_type_ids), position_ids=flat(position_ids),
+                             inputs_embeds=inputs_embeds.reshape(-1, *inputs_embeds.shape[-2:])
+                             if inputs_embeds is not None else None,
+                             output_attentions=output_attentions, output_hidden_states=output_hidden_states,
+                             return_dict=True)
+        logits = self.classifier(self.dropout(outputs.pooler_output)).view(-1, num_choices)  # (batch, num_choices)
+        loss = None
+        if labels is not None:
+            loss = CrossEntropyLoss()(logits, labels.to(logits.device))
+        return _head_output(return_dict, MultipleChoiceModelOutput, loss, outputs.hidden_states, logits=logits)
+
+
+__all__ = [
+    "HydraPreTrainedModel",
+    "HydraModel",
+    "HydraForMaskedLM",
+    "HydraForSequenceClassification",
+    "HydraForTokenClassification",
+    "HydraForQuestionAnswering",
+    "HydraForMultipleChoice",
+]
