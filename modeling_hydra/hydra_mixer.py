@@ -5,6 +5,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from .ssd_backends import resolve_ssd_backend
 
@@ -76,10 +77,22 @@ class HydraMixer(nn.Module):
             self.dt_bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # softplus^-1(dt)
 
     def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """hidden_states: (batch, seqlen, hidden_size); attention_mask: (batch, seqlen), 1 for real tokens."""
-        batch, seqlen, _ = hidden_states.shape
-        H, P, G, N = self.nheads, self.headdim, self.ngroups, self.d_state
+        """hidden_states: (batch, seqlen, hidden_size); attention_mask: (batch, seqlen) bool, True for real tokens.
+
+        In training, everything between the two projections is recomputed in the backward pass instead of being
+        stored: the in_proj output is the only activation this mixer keeps besides the out_proj input.
+        """
         zxbcdt = self.in_proj(hidden_states)  # (batch, seqlen, d_inner + conv_dim + 2 * nheads)
+        if torch.is_grad_enabled() and zxbcdt.requires_grad:
+            y = checkpoint(self._mix, zxbcdt, attention_mask, use_reentrant=False)
+        else:
+            y = self._mix(zxbcdt, attention_mask)
+        return self.out_proj(y)
+
+    def _mix(self, zxbcdt: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        """Convolution, bidirectional SSD and gated norm: (batch, seqlen, in_proj width) -> (batch, seqlen, d_inner)."""
+        batch, seqlen, _ = zxbcdt.shape
+        H, P, G, N = self.nheads, self.headdim, self.ngroups, self.d_state
         z, xBC, dt = torch.split(zxbcdt, [self.d_inner, self.conv_dim, 2 * H], dim=-1)
 
         mask = None
@@ -97,16 +110,15 @@ class HydraMixer(nn.Module):
             dt = dt * mask
         dt_f, dt_b = dt.chunk(2, dim=-1)  # (batch, seqlen, nheads) each
 
-        compute_dtype = torch.float64 if hidden_states.dtype == torch.float64 else torch.float32
+        compute_dtype = torch.float64 if zxbcdt.dtype == torch.float64 else torch.float32
         A = -torch.exp(self.A_log.to(compute_dtype))  # (nheads,)
         diag = self.fc_D(x) + self.D  # (batch, seqlen, nheads)
 
-        ssd = resolve_ssd_backend(self.config.ssd_backend, hidden_states.device)
+        ssd = resolve_ssd_backend(self.config.ssd_backend, zxbcdt.device)
         y = ssd(
             x.reshape(batch, seqlen, H, P), dt_f, dt_b, A,
             B_f.reshape(batch, seqlen, G, N), C_f.reshape(batch, seqlen, G, N),
             B_b.reshape(batch, seqlen, G, N), C_b.reshape(batch, seqlen, G, N),
             diag, self.chunk_size,
         )  # (batch, seqlen, nheads, headdim)
-        y = self.norm(y.reshape(batch, seqlen, self.d_inner), z)
-        return self.out_proj(y)
+        return self.norm(y.reshape(batch, seqlen, self.d_inner), z)

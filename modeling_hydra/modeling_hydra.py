@@ -86,7 +86,7 @@ class HydraEncoder(nn.Module):
 
 
 class HydraPooler(nn.Module):
-    """tanh(dense(h[:, 0])), or of the masked mean of h when `classifier_pooling == "mean"`."""
+    """tanh(dense(h at the first real token)), or of the masked mean of h when `classifier_pooling == "mean"`."""
 
     def __init__(self, config: HydraConfig):
         super().__init__()
@@ -101,8 +101,11 @@ class HydraPooler(nn.Module):
             else:
                 mask = attention_mask.to(hidden_states.dtype).unsqueeze(-1)  # (batch, seqlen, 1)
                 pooled = (hidden_states * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
-        else:
+        elif attention_mask is None:
             pooled = hidden_states[:, 0]
+        else:  # the first real token, so that left padding does not move the pooled position
+            first = attention_mask.long().argmax(dim=1)  # (batch,)
+            pooled = hidden_states[torch.arange(hidden_states.shape[0], device=first.device), first]
         return self.activation(self.dense(pooled))
 
 
@@ -113,6 +116,10 @@ class HydraPreTrainedModel(PreTrainedModel):
     base_model_prefix = "hydra"
     supports_gradient_checkpointing = True
     _no_split_modules = ["HydraLayer"]
+
+    def __init__(self, config, *inputs, **kwargs):
+        super().__init__(config, *inputs, **kwargs)
+        config.validate_hydra()  # `from_pretrained(..., field=value)` overrides bypass the config's own checks
 
     def _init_weights(self, module):
         std = self.config.initializer_range

@@ -5,11 +5,14 @@ from pathlib import Path
 import pytest
 import torch
 
+import modeling_hydra
 from configuration_hydra import HydraConfig
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TOKENIZER_DIR = REPO_ROOT / "assets" / "tokenizer" / "bert-base-uncased"
 SHARED_DIR = REPO_ROOT.parent / "shared"
+# HydraModel and every task head
+MODEL_CLASSES = [getattr(modeling_hydra, name) for name in modeling_hydra.__all__ if name != "HydraPreTrainedModel"]
 
 
 def tiny_config(**overrides) -> HydraConfig:
@@ -20,6 +23,25 @@ def tiny_config(**overrides) -> HydraConfig:
     return HydraConfig(**kwargs)
 
 
+def perturb_ssm_parameters(model, seed=0):
+    """Move every layer's A_log, D and dt_bias off their init values, so that a re-initialization would show."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for layer in model.base_model.encoder.layer:
+            for p in (layer.mixer.A_log, layer.mixer.D, layer.mixer.dt_bias):
+                p.add_(torch.randn(p.shape, generator=g))
+    return model
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture
+def single_thread():
+    """Run a test with one intra-op thread: tiny models gain nothing from more, and lose a lot on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -1,0 +1,1 @@
+"""Conversion of the authors' original Hydra checkpoints (github.com/goombalab/hydra) to this project's format."""

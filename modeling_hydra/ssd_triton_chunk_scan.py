@@ -1,0 +1,148 @@
+"""Stage 4 of the Triton SSD (forward pass): the outputs of both directions and the diagonal, chunk by chunk.
+
+One program computes a tile of output rows t of one chunk and head:
+    y[t] = sum_{s in chunk} M[t, s] x[s]                                  (intra-chunk, both triangles and the diagonal)
+         + exp(cum_f[t] - la_f[t]) C_f[t-1] . enter_f[c]                 (state entering from the left)
+         + exp(cum_b[t] - la_b[t]) C_b[t+1] . enter_b[c]                 (state entering from the right)
+Column blocks left of the diagonal only need the forward triangle, blocks right of it only the backward one, so the
+intra-chunk work equals that of two causal scans while x is read once and y written once.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .ssd_chunk_layout import groups_to_heads, pair_decays, shift_rows, to_chunks
+from .ssd_triton_runtime import block_size, dot_config, tl, triton_jit
+
+
+@triton_jit
+def _chunk_scan_kernel(
+    x_ptr, dtf_ptr, dtb_ptr, A_ptr, Bf_ptr, Cf_ptr, Bb_ptr, Cb_ptr, diag_ptr,
+    cumf_ptr, cumb_ptr, enterf_ptr, enterb_ptr, y_ptr,
+    seqlen, nheads, heads_per_group, d_state, headdim, chunk_size, nchunks,
+    stride_x_b, stride_x_l, stride_x_h, stride_x_p,
+    stride_dtf_b, stride_dtf_l, stride_dtf_h, stride_dtb_b, stride_dtb_l, stride_dtb_h,
+    stride_Bf_b, stride_Bf_l, stride_Bf_g, stride_Bf_n, stride_Cf_b, stride_Cf_l, stride_Cf_g, stride_Cf_n,
+    stride_Bb_b, stride_Bb_l, stride_Bb_g, stride_Bb_n, stride_Cb_b, stride_Cb_l, stride_Cb_g, stride_Cb_n,
+    stride_diag_b, stride_diag_l, stride_diag_h,
+    stride_y_b, stride_y_l, stride_y_h, stride_y_p,
+    BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_P: tl.constexpr,
+    DOT_DTYPE: tl.constexpr, PRECISION: tl.constexpr,
+):
+    pid_bc = tl.program_id(0)
+    pid_b = (pid_bc // nchunks).to(tl.int64)
+    pid_c = pid_bc % nchunks
+    pid_h = tl.program_id(1)
+    pid_g = pid_h // heads_per_group
+    num_p = tl.cdiv(headdim, BLOCK_P)
+    m0 = (tl.program_id(2) // num_p) * BLOCK_M
+    offs_p = (tl.program_id(2) % num_p) * BLOCK_P + tl.arange(0, BLOCK_P)
+    offs_m = m0 + tl.arange(0, BLOCK_M)
+    offs_n = tl.arange(0, BLOCK_N)
+    mask_p = offs_p < headdim
+    mask_n = offs_n < d_state
+    t = pid_c * chunk_size + offs_m
+    valid_t = (offs_m < chunk_size) & (t < seqlen)
+
+    A = tl.load(A_ptr + pid_h).to(tl.float32)
+    cum_off = ((pid_b * nheads + pid_h) * nchunks + pid_c) * chunk_size
+    x_base = x_ptr + pid_b * stride_x_b + pid_h * stride_x_h
+    dtf_base = dtf_ptr + pid_b * stride_dtf_b + pid_h * stride_dtf_h
+    dtb_base = dtb_ptr + pid_b * stride_dtb_b + pid_h * stride_dtb_h
+    Bf_base = Bf_ptr + pid_b * stride_Bf_b + pid_g * stride_Bf_g
+    Bb_base = Bb_ptr + pid_b * stride_Bb_b + pid_g * stride_Bb_g
+
+    cumf_t = tl.load(cumf_ptr + cum_off + offs_m, mask=offs_m < chunk_size, other=0.0)
+    cumb_t = tl.load(cumb_ptr + cum_off + offs_m, mask=offs_m < chunk_size, other=0.0)
+    cumxf_t = cumf_t - A * tl.load(dtf_base + t * stride_dtf_l, mask=valid_t, other=0.0).to(tl.float32)
+    cumxb_t = cumb_t - A * tl.load(dtb_base + t * stride_dtb_l, mask=valid_t, other=0.0).to(tl.float32)
+    # The shifted C of each direction: row t reads C_f[t - 1] and C_b[t + 1].
+    Csf = tl.load(Cf_ptr + pid_b * stride_Cf_b + pid_g * stride_Cf_g + (t - 1)[:, None] * stride_Cf_l
+                  + offs_n[None, :] * stride_Cf_n, mask=(valid_t & (t >= 1))[:, None] & mask_n[None, :], other=0.0)
+    Csb = tl.load(Cb_ptr + pid_b * stride_Cb_b + pid_g * stride_Cb_g + (t + 1)[:, None] * stride_Cb_l
+                  + offs_n[None, :] * stride_Cb_n, mask=(valid_t & (t + 1 < seqlen))[:, None] & mask_n[None, :],
+                  other=0.0)
+    Csf = Csf.to(DOT_DTYPE)
+    Csb = Csb.to(DOT_DTYPE)
+
+    state_off = ((pid_b * nchunks + pid_c) * nheads + pid_h) * d_state * headdim
+    state_ptrs = state_off + offs_n[:, None] * headdim + offs_p[None, :]
+    state_mask = mask_n[:, None] & mask_p[None, :]
+    enter_f = tl.load(enterf_ptr + state_ptrs, mask=state_mask, other=0.0).to(DOT_DTYPE)
+    enter_b = tl.load(enterb_ptr + state_ptrs, mask=state_mask, other=0.0).to(DOT_DTYPE)
+    acc = tl.dot(Csf, enter_f, input_precision=PRECISION) * tl.exp(cumxf_t)[:, None]
+    acc += tl.dot(Csb, enter_b, input_precision=PRECISION) * tl.exp(cumxb_t)[:, None]
+
+    x_t = tl.load(x_base + t[:, None] * stride_x_l + offs_p[None, :] * stride_x_p,
+                  mask=valid_t[:, None] & mask_p[None, :], other=0.0)
+    diag = tl.load(diag_ptr + pid_b * stride_diag_b + t * stride_diag_l + pid_h * stride_diag_h,
+                   mask=valid_t, other=0.0).to(tl.float32)
+    acc += diag[:, None] * x_t.to(tl.float32)
+
+    for k0 in range(0, chunk_size, BLOCK_K):
+        offs_k = k0 + tl.arange(0, BLOCK_K)
+        s = pid_c * chunk_size + offs_k
+        valid_s = (offs_k < chunk_size) & (s < seqlen)
+        mix = tl.zeros((BLOCK_M, BLOCK_K), dtype=tl.float32)
+        if k0 < m0 + BLOCK_M:  # some s < t: forward triangle
+            Bf = tl.load(Bf_base + s[None, :] * stride_Bf_l + offs_n[:, None] * stride_Bf_n,
+                         mask=mask_n[:, None] & valid_s[None, :], other=0.0).to(DOT_DTYPE)
+            dtf_s = tl.load(dtf_base + s * stride_dtf_l, mask=valid_s, other=0.0).to(tl.float32)
+            cumf_s = tl.load(cumf_ptr + cum_off + offs_k, mask=offs_k < chunk_size, other=0.0)
+            lower = (offs_m[:, None] > offs_k[None, :]) & valid_s[None, :]
+            decay = tl.exp(tl.where(lower, cumxf_t[:, None] - cumf_s[None, :], float("-inf")))
+            mix += tl.dot(Csf, Bf, input_precision=PRECISION) * decay * dtf_s[None, :]
+        if k0 + BLOCK_K > m0:  # some s > t: backward triangle
+            Bb = tl.load(Bb_base + s[None, :] * stride_Bb_l + offs_n[:, None] * stride_Bb_n,
+                         mask=mask_n[:, None] & valid_s[None, :], other=0.0).to(DOT_DTYPE)
+            dtb_s = tl.load(dtb_base + s * stride_dtb_l, mask=valid_s, other=0.0).to(tl.float32)
+            cumb_s = tl.load(cumb_ptr + cum_off + offs_k, mask=offs_k < chunk_size, other=0.0)
+            upper = (offs_m[:, None] < offs_k[None, :]) & valid_s[None, :]
+            decay = tl.exp(tl.where(upper, cumxb_t[:, None] - cumb_s[None, :], float("-inf")))
+            mix += tl.dot(Csb, Bb, input_precision=PRECISION) * decay * dtb_s[None, :]
+        x_s = tl.load(x_base + s[:, None] * stride_x_l + offs_p[None, :] * stride_x_p,
+                      mask=valid_s[:, None] & mask_p[None, :], other=0.0)
+        acc += tl.dot(mix.to(DOT_DTYPE), x_s.to(DOT_DTYPE), input_precision=PRECISION)
+
+    tl.store(y_ptr + pid_b * stride_y_b + pid_h * stride_y_h + t[:, None] * stride_y_l + offs_p[None, :] * stride_y_p,
+             acc, mask=valid_t[:, None] & mask_p[None, :])
+
+
+def chunk_scan(x, dt_f, dt_b, A, B_f, C_f, B_b, C_b, diag, cum_f, cum_b, enter_f, enter_b) -> torch.Tensor:
+    """y (batch, seqlen, nheads, headdim) in x's dtype from the SSD inputs (shapes of `ssd_bidirectional_torch`),
+    the in-chunk cumsums of both directions (`chunk_cumsum`) and their entering states (`state_passing`)."""
+    batch, seqlen, nheads, headdim = x.shape
+    ngroups, d_state = B_f.shape[2], B_f.shape[3]
+    nchunks, chunk_size = cum_f.shape[2], cum_f.shape[3]
+    y = torch.empty_like(x, memory_format=torch.contiguous_format)
+    block_m = block_size(chunk_size, cap=64)
+    block_p = block_size(headdim, cap=64)
+    grid = (batch * nchunks, nheads, -(-chunk_size // block_m) * -(-headdim // block_p))
+    _chunk_scan_kernel[grid](
+        x, dt_f, dt_b, A, B_f, C_f, B_b, C_b, diag, cum_f, cum_b, enter_f, enter_b, y,
+        seqlen, nheads, nheads // ngroups, d_state, headdim, chunk_size, nchunks,
+        *x.stride(), *dt_f.stride(), *dt_b.stride(), *B_f.stride(), *C_f.stride(), *B_b.stride(), *C_b.stride(),
+        *diag.stride(), *y.stride(),
+        BLOCK_M=block_m, BLOCK_K=block_m, BLOCK_N=block_size(d_state), BLOCK_P=block_p,
+        **dot_config(x.dtype, _chunk_scan_kernel),
+    )
+    return y
+
+
+def chunk_scan_ref(x, dt_f, dt_b, A, B_f, C_f, B_b, C_b, diag, cum_f, cum_b, enter_f, enter_b) -> torch.Tensor:
+    """Torch reference of `chunk_scan` (float32 math, x's dtype out)."""
+    batch, seqlen, nheads, headdim = x.shape
+    nchunks, chunk_size = cum_f.shape[2], cum_f.shape[3]
+    chunks = lambda t: to_chunks(t, nchunks, chunk_size)
+    y = chunks(diag)[..., None] * chunks(x)  # (batch, nchunks, Q, nheads, headdim)
+    for dt, B, Cs, cum, enter, reverse in ((dt_f, B_f, shift_rows(C_f, -1), cum_f, enter_f, False),
+                                          (dt_b, B_b, shift_rows(C_b, 1), cum_b, enter_b, True)):
+        Bh, Csh = chunks(groups_to_heads(B, nheads)), chunks(groups_to_heads(Cs, nheads))
+        decay = pair_decays(cum, dt, A, reverse)  # (batch, nchunks, nheads, Q, Q)
+        dt_s = chunks(dt).permute(0, 1, 3, 2)[..., None, :]  # (batch, nchunks, nheads, 1, Q)
+        mix = torch.einsum("bcthn,bcshn->bchts", Csh, Bh) * decay * dt_s
+        y = y + torch.einsum("bchts,bcshp->bcthp", mix, chunks(x))
+        out_decay = torch.exp(cum.permute(0, 2, 3, 1) - chunks(dt) * A.float())  # (batch, nchunks, Q, nheads)
+        y = y + torch.einsum("bcthn,bchnp->bcthp", Csh, enter) * out_decay[..., None]
+    return y.reshape(batch, nchunks * chunk_size, nheads, headdim)[:, :seqlen].to(x.dtype)

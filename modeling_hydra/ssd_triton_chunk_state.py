@@ -1,0 +1,115 @@
+"""Stage 2 of the Triton SSD: the state each chunk contributes on its own, one (d_state x headdim) matrix per head.
+
+Primal (forward pass), for the forward direction the state at the chunk's end, for the backward direction the state
+at its start:  states[c] = sum_{s in c} B[s] (x) x[s] * exp(tot - cum[s]) * dt[s],  tot = the chunk's total
+log-decay (cum at its far edge). Adjoint (backward pass): what the output rows of chunk c send back into the state
+entering it,  states[c] = sum_{t in c} C[t + shift] (x) dy[t] * exp(cum[t] - la[t]),  with the shifted C of the
+direction (shift -1 forward, +1 backward).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .ssd_triton_runtime import block_size, dot_config, tl, triton_jit
+
+
+@triton_jit
+def _chunk_state_kernel(
+    b_ptr, x_ptr, dt_ptr, A_ptr, cum_ptr, out_ptr,
+    seqlen, nheads, heads_per_group, d_state, headdim, chunk_size, nchunks,
+    stride_b_b, stride_b_l, stride_b_g, stride_b_n,
+    stride_x_b, stride_x_l, stride_x_h, stride_x_p,
+    stride_dt_b, stride_dt_l, stride_dt_h,
+    ROW_SHIFT: tl.constexpr, ADJOINT: tl.constexpr, REVERSE: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_K: tl.constexpr,
+    DOT_DTYPE: tl.constexpr, PRECISION: tl.constexpr,
+):
+    pid_bc = tl.program_id(0)
+    pid_b = (pid_bc // nchunks).to(tl.int64)
+    pid_c = pid_bc % nchunks
+    pid_h = tl.program_id(1)
+    pid_g = pid_h // heads_per_group
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_p = tl.program_id(2) * BLOCK_P + tl.arange(0, BLOCK_P)
+    mask_n = offs_n < d_state
+    mask_p = offs_p < headdim
+    A = tl.load(A_ptr + pid_h).to(tl.float32)
+    cum_base = cum_ptr + ((pid_b * nheads + pid_h) * nchunks + pid_c) * chunk_size
+    if REVERSE:
+        tot = tl.load(cum_base)
+    else:
+        tot = tl.load(cum_base + chunk_size - 1)
+    b_base = b_ptr + pid_b * stride_b_b + pid_g * stride_b_g
+    x_base = x_ptr + pid_b * stride_x_b + pid_h * stride_x_h
+    dt_base = dt_ptr + pid_b * stride_dt_b + pid_h * stride_dt_h
+    acc = tl.zeros((BLOCK_N, BLOCK_P), dtype=tl.float32)
+    for k0 in range(0, chunk_size, BLOCK_K):
+        offs_k = k0 + tl.arange(0, BLOCK_K)
+        rows = pid_c * chunk_size + offs_k
+        valid = (offs_k < chunk_size) & (rows < seqlen)
+        src = rows + ROW_SHIFT
+        valid_b = valid & (src >= 0) & (src < seqlen)
+        b = tl.load(b_base + src[None, :] * stride_b_l + offs_n[:, None] * stride_b_n,
+                    mask=mask_n[:, None] & valid_b[None, :], other=0.0)  # (BLOCK_N, BLOCK_K)
+        x = tl.load(x_base + rows[:, None] * stride_x_l + offs_p[None, :] * stride_x_p,
+                    mask=valid[:, None] & mask_p[None, :], other=0.0)  # (BLOCK_K, BLOCK_P)
+        dt = tl.load(dt_base + rows * stride_dt_l, mask=valid, other=0.0).to(tl.float32)
+        cum = tl.load(cum_base + offs_k, mask=offs_k < chunk_size, other=0.0)
+        if ADJOINT:
+            w = tl.exp(cum - dt * A)
+        else:
+            w = tl.exp(tot - cum) * dt
+        w = tl.where(valid, w, 0.0)
+        xw = (x.to(tl.float32) * w[:, None]).to(DOT_DTYPE)
+        acc += tl.dot(b.to(DOT_DTYPE), xw, input_precision=PRECISION)
+    out = out_ptr + ((pid_b * nchunks + pid_c) * nheads + pid_h) * d_state * headdim
+    tl.store(out + offs_n[:, None] * headdim + offs_p[None, :], acc, mask=mask_n[:, None] & mask_p[None, :])
+
+
+def chunk_state(B, x, dt, A, cum, reverse: bool, adjoint: bool = False, row_shift: int = 0) -> torch.Tensor:
+    """Per-chunk states of one direction: float32 (batch, nchunks, nheads, d_state, headdim).
+
+    B: (batch, seqlen, ngroups, d_state) (the shifted-C source in adjoint mode); x: (batch, seqlen, nheads, headdim)
+    (dy in adjoint mode); dt: (batch, seqlen, nheads); A: (nheads,); cum: `chunk_cumsum(dt, A, ..., reverse)`.
+    Row s reads B[s + row_shift] (zero outside the sequence).
+    """
+    batch, seqlen, nheads, headdim = x.shape
+    ngroups, d_state = B.shape[2], B.shape[3]
+    nchunks, chunk_size = cum.shape[2], cum.shape[3]
+    states = torch.empty(batch, nchunks, nheads, d_state, headdim, device=x.device, dtype=torch.float32)
+    block_p = block_size(headdim, cap=64)
+    grid = (batch * nchunks, nheads, -(-headdim // block_p))
+    _chunk_state_kernel[grid](
+        B, x, dt, A, cum, states, seqlen, nheads, nheads // ngroups, d_state, headdim, chunk_size, nchunks,
+        *B.stride(), *x.stride(), *dt.stride(),
+        ROW_SHIFT=row_shift, ADJOINT=adjoint, REVERSE=reverse, BLOCK_N=block_size(d_state), BLOCK_P=block_p,
+        BLOCK_K=block_size(chunk_size, cap=64), **dot_config(x.dtype, _chunk_state_kernel),
+    )
+    return states
+
+
+def chunk_state_ref(B, x, dt, A, cum, reverse: bool, adjoint: bool = False, row_shift: int = 0) -> torch.Tensor:
+    """Torch reference of `chunk_state`."""
+    batch, seqlen, nheads, headdim = x.shape
+    ngroups = B.shape[2]
+    nchunks, chunk_size = cum.shape[2], cum.shape[3]
+    padded = nchunks * chunk_size
+    f32 = torch.float32
+    Bs = torch.zeros(batch, padded, ngroups, B.shape[3], device=x.device, dtype=f32)
+    lo, hi = max(0, -row_shift), min(seqlen, seqlen - row_shift)
+    Bs[:, lo:hi] = B[:, lo + row_shift:hi + row_shift].float()
+    xs = torch.zeros(batch, padded, nheads, headdim, device=x.device, dtype=f32)
+    xs[:, :seqlen] = x.float()
+    dts = torch.zeros(batch, padded, nheads, device=x.device, dtype=f32)
+    dts[:, :seqlen] = dt.float()
+    dts = dts.view(batch, nchunks, chunk_size, nheads)
+    cum = cum.permute(0, 2, 3, 1)  # (batch, nchunks, chunk_size, nheads)
+    if adjoint:
+        w = torch.exp(cum - dts * A.float())
+    else:
+        tot = cum[:, :, :1] if reverse else cum[:, :, -1:]
+        w = torch.exp(tot - cum) * dts
+    Bh = Bs.repeat_interleave(nheads // ngroups, dim=2).view(batch, nchunks, chunk_size, nheads, -1)
+    xw = xs.view(batch, nchunks, chunk_size, nheads, headdim) * w[..., None]
+    return torch.einsum("bcqhn,bcqhp->bchnp", Bh, xw)

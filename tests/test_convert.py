@@ -1,0 +1,580 @@
+"""convert/convert_original_checkpoint.py: original-format checkpoints are built here with random values, converted,
+and the converted models are compared with an independent float64 implementation of the ORIGINAL forward pass
+(HYDRA_SPEC.md §1-2). Also: corrupted and wrong inputs, the model card, --push_to_hub plumbing, and loading the
+converted folder offline from a Hub-cache layout in a fresh interpreter that cannot import this project."""
+
+import argparse
+import json
+import math
+import os
+import runpy
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+import yaml
+
+from conftest import REPO_ROOT
+from convert.convert_original_checkpoint import (
+    MODEL_CARD_GENERATOR,
+    TOKENIZER_FILES,
+    build_hydra_config,
+    build_parser,
+    main,
+    read_original_config,
+    resolve_config_fields,
+)
+from modeling_hydra import HydraForMaskedLM, HydraForSequenceClassification
+from modeling_hydra.remote_code import AUTO_MAP
+
+SCRIPT = REPO_ROOT / "convert" / "convert_original_checkpoint.py"
+# The original's config fields (a BertConfig subclass), tiny sizes; attention/MLP fields are ignored by Hydra.
+ORIGINAL_CONFIG = dict(
+    _name_or_path="bert-base-uncased", architectures=["BertForMaskedLM"], model_type="bert", vocab_size=30522,
+    hidden_size=16, num_hidden_layers=2, type_vocab_size=2, max_position_embeddings=32, pad_token_id=0,
+    layer_norm_eps=1e-12, hidden_dropout_prob=0.1, hidden_act="gelu", initializer_range=0.02,
+    attention_probs_dropout_prob=0.0, intermediate_size=64, num_attention_heads=2, matrix_mixer_type="hydra",
+    use_position_embeddings=False, is_prenorm=False, d_conv=5, expand=2, chunk_size=4, d_state=4, headdim=4,
+    is_data_dependent=True, qk_dim=16, pool_all=False,
+)
+SEQLEN = 9  # off the chunk grid (chunk_size 4)
+VOCAB_PADDED = 30528
+
+
+# ------------------------------------------------------------------------------ original-format checkpoints
+
+
+def original_state_dict(cfg: dict, head: str, num_labels: int = 3, seed: int = 0) -> dict:
+    """Random, non-trivial values for every tensor of an original Hydra BERT (keys of HYDRA_SPEC.md §4)."""
+    gen = torch.Generator().manual_seed(seed)
+
+    def rnd(*shape, scale=0.3, center=0.0):
+        return torch.randn(*shape, generator=gen) * scale + center
+
+    d, d_in = cfg["hidden_size"], cfg["expand"] * cfg["hidden_size"]
+    H, N, K = d_in // cfg["headdim"], cfg["d_state"], cfg["d_conv"]
+    conv_dim = d_in + 4 * N
+    word = rnd(VOCAB_PADDED, d, scale=0.5)
+    state = {
+        "bert.embeddings.word_embeddings.weight": word,
+        "bert.embeddings.token_type_embeddings.weight": rnd(cfg["type_vocab_size"], d, scale=0.5),
+        "bert.embeddings.LayerNorm.weight": rnd(d, scale=0.2, center=1.0),
+        "bert.embeddings.LayerNorm.bias": rnd(d, scale=0.2),
+    }
+    if cfg["use_position_embeddings"]:
+        P = cfg["max_position_embeddings"]
+        state["bert.embeddings.position_embeddings.weight"] = rnd(P, d, scale=0.5)
+        state["bert.embeddings.position_ids"] = torch.arange(P).expand(1, -1)
+    for i in range(cfg["num_hidden_layers"]):
+        p = f"bert.encoder.layer.{i}.layer."
+        state.update({
+            p + "mixer.dt_bias": rnd(H, scale=0.5, center=-1.0),
+            p + "mixer.A_log": rnd(H, scale=0.5),
+            p + "mixer.D": rnd(H, scale=0.5, center=1.0),
+            p + "mixer.in_proj.weight": rnd(2 * d_in + 4 * N + 2 * H, d, scale=d ** -0.5),
+            p + "mixer.conv1d.weight": rnd(conv_dim, 1, K, scale=0.4),
+            p + "mixer.conv1d.bias": rnd(conv_dim, scale=0.2),
+            p + "mixer.fc_D.weight": rnd(H, d_in, scale=d_in ** -0.5),
+            p + "mixer.norm.weight": rnd(d_in, scale=0.2, center=1.0),
+            p + "mixer.out_proj.weight": rnd(d, d_in, scale=d_in ** -0.5),
+            p + "norm.weight": rnd(d, scale=0.2, center=1.0),
+            p + "norm.bias": rnd(d, scale=0.2),
+        })
+    if cfg["is_prenorm"]:
+        state["bert.encoder.norm_f.weight"] = rnd(d, scale=0.2, center=1.0)
+        state["bert.encoder.norm_f.bias"] = rnd(d, scale=0.2)
+    if head == "mlm":
+        state.update({
+            "cls.predictions.transform.dense.weight": rnd(d, d, scale=d ** -0.5),
+            "cls.predictions.transform.dense.bias": rnd(d, scale=0.2),
+            "cls.predictions.transform.LayerNorm.weight": rnd(d, scale=0.2, center=1.0),
+            "cls.predictions.transform.LayerNorm.bias": rnd(d, scale=0.2),
+            "cls.predictions.decoder.weight": word,  # tied, same storage as in the original
+            "cls.predictions.decoder.bias": rnd(VOCAB_PADDED, scale=0.3),
+        })
+    else:
+        state.update({
+            "bert.pooler.dense.weight": rnd(d, d, scale=d ** -0.5),
+            "bert.pooler.dense.bias": rnd(d, scale=0.2),
+            "classifier.weight": rnd(num_labels, d, scale=0.5),
+            "classifier.bias": rnd(num_labels, scale=0.2),
+        })
+    return state
+
+
+def save_checkpoint(state: dict, path, layout: str, prefix: bool):
+    """torch.save `state` as a composer checkpoint (with optimizer and rng entries) or a plain state dict."""
+    tensors = {("model." if prefix else "") + k: v for k, v in state.items()}
+    if layout == "composer":
+        first = next(iter(tensors.values()))
+        tensors = {"state": {"model": tensors,
+                             "optimizers": {"DecoupledAdamW": {"state": {0: {"exp_avg": torch.ones_like(first)}},
+                                                               "param_groups": [{"lr": 1e-4, "params": [0]}]}},
+                             "timestamp": {"epoch": 3, "batch": 1000}},
+                   "rng": [{"torch": torch.get_rng_state(), "python": 1234}]}
+    torch.save(tensors, path)
+
+
+# ---------------------------------------------------- the ORIGINAL forward in float64, written from the spec
+
+
+def layer_norm(x, weight, bias, eps):
+    mean = x.mean(-1, keepdim=True)
+    var = ((x - mean) ** 2).mean(-1, keepdim=True)
+    return (x - mean) / torch.sqrt(var + eps) * weight + bias
+
+
+def reference_mixer(u, p, cfg):
+    """Spec §1 for one sequence u (L, d): materialized quasiseparable matrix per head, with the shift."""
+    L = u.shape[0]
+    d_in = cfg["expand"] * cfg["hidden_size"]
+    P, N, K = cfg["headdim"], cfg["d_state"], cfg["d_conv"]
+    H = d_in // P
+    zxbcdt = u @ p["in_proj.weight"].T
+    z, xBC, dt = zxbcdt[:, :d_in], zxbcdt[:, d_in:2 * d_in + 4 * N], zxbcdt[:, 2 * d_in + 4 * N:]
+    padded = torch.cat([torch.zeros(K // 2, xBC.shape[1], dtype=u.dtype), xBC,
+                        torch.zeros(K // 2, xBC.shape[1], dtype=u.dtype)])
+    weight = p["conv1d.weight"][:, 0, :]  # (channels, K)
+    conv = torch.stack([(padded[t:t + K].T * weight).sum(-1) for t in range(L)]) + p["conv1d.bias"]
+    xBC = conv * torch.sigmoid(conv)
+    x = xBC[:, :d_in]
+    B_f, C_f, B_b, C_b = (xBC[:, d_in + j * N:d_in + (j + 1) * N] for j in range(4))
+    delta_f = F.softplus(dt[:, :H] + p["dt_bias"])
+    delta_b = F.softplus(dt[:, H:] + p["dt_bias"])
+    A = -torch.exp(p["A_log"])
+    diag = x @ p["fc_D.weight"].T + p["D"]  # (L, H)
+    y = torch.zeros(L, d_in, dtype=u.dtype)
+    for h in range(H):
+        log_a_f, log_a_b = delta_f[:, h] * A[h], delta_b[:, h] * A[h]
+        M = torch.zeros(L, L, dtype=u.dtype)
+        for t in range(L):
+            for s in range(L):
+                if s < t:  # uses C_f[t-1], decays a_{s+1} .. a_{t-1}
+                    M[t, s] = (C_f[t - 1] @ B_f[s]) * torch.exp(log_a_f[s + 1:t].sum()) * delta_f[s, h]
+                elif s > t:  # uses C_b[t+1], decays a_{t+1} .. a_{s-1}
+                    M[t, s] = (C_b[t + 1] @ B_b[s]) * torch.exp(log_a_b[t + 1:s].sum()) * delta_b[s, h]
+                else:
+                    M[t, t] = diag[t, h]
+        y[:, h * P:(h + 1) * P] = M @ x[:, h * P:(h + 1) * P]
+    y = y / torch.sqrt((y ** 2).mean(-1, keepdim=True) + 1e-5) * p["norm.weight"] * (z * torch.sigmoid(z))
+    return y @ p["out_proj.weight"].T
+
+
+def reference_logits(state, cfg, head, input_ids, token_type_ids):
+    """Spec §2: the original model's logits for unpadded rows, float64."""
+    s = {k: v.double() for k, v in state.items() if v.is_floating_point()}
+    outputs = []
+    for ids, types in zip(input_ids, token_type_ids):
+        h = s["bert.embeddings.word_embeddings.weight"][ids] + s["bert.embeddings.token_type_embeddings.weight"][types]
+        if cfg["use_position_embeddings"]:
+            h = h + s["bert.embeddings.position_embeddings.weight"][: len(ids)]
+        h = layer_norm(h, s["bert.embeddings.LayerNorm.weight"], s["bert.embeddings.LayerNorm.bias"],
+                       cfg["layer_norm_eps"])
+        for i in range(cfg["num_hidden_layers"]):
+            prefix = f"bert.encoder.layer.{i}.layer."
+            mixer = {k[len(prefix + "mixer."):]: v for k, v in s.items() if k.startswith(prefix + "mixer.")}
+            norm = (s[prefix + "norm.weight"], s[prefix + "norm.bias"], 1e-5)
+            if cfg["is_prenorm"]:
+                h = h + reference_mixer(layer_norm(h, *norm), mixer, cfg)
+            else:
+                h = layer_norm(h + reference_mixer(h, mixer, cfg), *norm)
+        if cfg["is_prenorm"]:
+            h = layer_norm(h, s["bert.encoder.norm_f.weight"], s["bert.encoder.norm_f.bias"], cfg["layer_norm_eps"])
+        if head == "mlm":
+            t = h @ s["cls.predictions.transform.dense.weight"].T + s["cls.predictions.transform.dense.bias"]
+            t = 0.5 * t * (1.0 + torch.erf(t / math.sqrt(2.0)))
+            t = layer_norm(t, s["cls.predictions.transform.LayerNorm.weight"],
+                           s["cls.predictions.transform.LayerNorm.bias"], 1e-12)
+            outputs.append(t @ s["bert.embeddings.word_embeddings.weight"].T + s["cls.predictions.decoder.bias"])
+        else:
+            pooled = h.mean(0) if cfg["pool_all"] else h[0]
+            pooled = torch.tanh(pooled @ s["bert.pooler.dense.weight"].T + s["bert.pooler.dense.bias"])
+            outputs.append(pooled @ s["classifier.weight"].T + s["classifier.bias"])
+    return torch.stack(outputs)
+
+
+def random_inputs(cfg, batch=2, seed=1):
+    gen = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, VOCAB_PADDED, (batch, SEQLEN), generator=gen)
+    types = torch.randint(0, cfg["type_vocab_size"], (batch, SEQLEN), generator=gen)
+    return ids, types
+
+
+# ------------------------------------------------------------------------------------------------- helpers
+
+
+def write_config(path, cfg: dict, fmt: str = "json"):
+    if fmt == "json":
+        path.write_text(json.dumps(cfg))
+    else:  # the authors' YAML layout: model: model_config: {...}, with an OmegaConf interpolation
+        block = {k: v for k, v in cfg.items() if not k.startswith("_")}
+        block["max_position_embedding"] = "${max_seq_len}"  # the authors' (unused) key
+        path.write_text(yaml.safe_dump({"max_seq_len": 128, "model": {"name": "bert", "model_config": block}}))
+    return path
+
+
+def convert(tmp_path, state, cfg, *extra, layout="state dict", prefix=False, config_format="json", name="model"):
+    """Save `state` in the given layout, run the converter's main() in-process; returns (exit code, output dir)."""
+    ckpt = tmp_path / f"{name}.pt"
+    save_checkpoint(state, ckpt, layout, prefix)
+    config = write_config(tmp_path / f"{name}_config.{config_format}", cfg, config_format)
+    out = tmp_path / "out" / name
+    code = main(["--checkpoint", str(ckpt), "--original_config", str(config), "--output_dir", str(out), *extra])
+    return code, out
+
+
+def assert_failed_cleanly(code, capsys, out, *fragments):
+    """Exit code 1, one 'error:' message containing `fragments`, no traceback, no output or temporary folder."""
+    captured = capsys.readouterr()
+    assert code == 1
+    assert captured.err.startswith("error: ") and "Traceback" not in captured.err
+    for fragment in fragments:
+        assert fragment in captured.err, (fragment, captured.err)
+    assert not out.exists()
+    assert not out.parent.exists() or not any(p.name.startswith(f".{out.name}.") for p in out.parent.iterdir())
+    return captured.err
+
+
+def assert_matches_original(model_dir, state, cfg, head):
+    model_class = HydraForMaskedLM if head == "mlm" else HydraForSequenceClassification
+    model = model_class.from_pretrained(model_dir).to(torch.float64).eval()
+    ids, types = random_inputs(cfg)
+    with torch.no_grad():
+        logits = model(input_ids=ids, token_type_ids=types).logits
+    expected = reference_logits(state, cfg, head, ids, types)
+    assert logits.shape == expected.shape
+    assert (logits - expected).abs().max().item() < 1e-6
+    return model
+
+
+# ------------------------------------------------------------------------------------------------- parity
+
+
+@pytest.mark.parametrize("head, layout, prefix, config_format, variant", [
+    ("mlm", "composer", True, "json", {}),
+    ("mlm", "state dict", False, "yaml", {"is_prenorm": True, "use_position_embeddings": True}),
+    ("classification", "state dict", True, "json", {"id2label": {"0": "neg", "1": "neu", "2": "pos"}}),
+    ("classification", "composer", False, "yaml", {"pool_all": True}),
+])
+def test_converted_logits_equal_the_original_forward(tmp_path, capsys, head, layout, prefix, config_format, variant):
+    cfg = {**ORIGINAL_CONFIG, **variant}
+    state = original_state_dict(cfg, head)
+    code, out = convert(tmp_path, state, cfg, layout=layout, prefix=prefix, config_format=config_format)
+    assert code == 0, capsys.readouterr().err
+    assert_matches_original(out, state, cfg, head)
+
+    config = json.loads((out / "config.json").read_text())
+    assert config["auto_map"] == AUTO_MAP
+    assert config["vocab_size"] == VOCAB_PADDED and config["ngroups"] == 1
+    assert config["classifier_pooling"] == ("mean" if cfg["pool_all"] else "cls")
+    if "id2label" in cfg:
+        assert config["id2label"] == cfg["id2label"]
+    expected_files = {"config.json", "model.safetensors", "README.md", "modeling_hydra.py", "configuration_hydra.py",
+                      "hydra_mixer.py", *TOKENIZER_FILES}
+    assert expected_files <= {p.name for p in out.iterdir()}
+    assert [p.name for p in out.parent.iterdir()] == [out.name]  # no temporary folder left
+    stdout = capsys.readouterr().out
+    assert "Ignored original config fields" in stdout and "num_attention_heads" in stdout
+    if layout == "composer":
+        assert "optimizers" in stdout and "rng" in stdout
+
+
+def test_the_authors_yaml_is_read_with_interpolations_and_yaml_floats(tmp_path):
+    # The layout of goombalab/hydra's yamls/finetune/hydra.yaml; PyYAML reads `1e-12` as a string.
+    path = tmp_path / "hydra.yaml"
+    path.write_text("max_seq_len: 256\ntokenizer_name: bert-base-uncased\nmodel:\n  name: bert\n"
+                    "  pretrained_model_name: ${tokenizer_name}\n  model_config:\n    num_hidden_layers: 23\n"
+                    "    max_position_embeddings: ${max_seq_len}\n    use_position_embeddings: False\n"
+                    "    hidden_size: 768\n    layer_norm_eps: 1e-12\n    qk_dim: 16\n")
+    original = read_original_config(path)
+    assert original["max_position_embeddings"] == 256 and original["layer_norm_eps"] == "1e-12"
+    fields, ignored = resolve_config_fields(original, "from hydra.yaml", {"num_hidden_layers": 2})
+    assert fields["layer_norm_eps"] == (1e-12, "from hydra.yaml")
+    assert fields["num_hidden_layers"] == (2, "--num_hidden_layers") and ignored == ["qk_dim"]
+    config = build_hydra_config(fields, None)
+    assert (config.vocab_size, config.d_state, config.headdim, config.d_conv) == (30528, 64, 64, 7)  # released
+
+
+# ------------------------------------------------------------------------------------------------- bad input
+
+
+def _drop(state, key):
+    del state[key]
+
+
+def _resize(state, key):
+    state[key] = torch.randn(state[key].shape[0] + 1)
+
+
+def _add(state, key):
+    state[key] = torch.randn(3)
+
+
+@pytest.mark.parametrize("corrupt, key, fragments", [
+    (_drop, "bert.encoder.layer.1.layer.mixer.fc_D.weight", ["missing (1)"]),
+    (_resize, "bert.encoder.layer.1.layer.mixer.D", ["wrong shape or dtype (1)", "[9] (expected [8])"]),
+    (_add, "bert.encoder.layer.0.layer.mixer.extra_scale", ["unexpected (1)"]),
+    (_add, "hydra.encoder.layer.0.mixer.D", ["unexpected (1)"]),  # already-converted names are not original keys
+])
+def test_checkpoint_not_matching_the_model_is_refused(tmp_path, capsys, corrupt, key, fragments):
+    state = original_state_dict(ORIGINAL_CONFIG, "mlm")
+    corrupt(state, key)
+    code, out = convert(tmp_path, state, ORIGINAL_CONFIG, layout="composer", prefix=True)
+    assert_failed_cleanly(code, capsys, out, key, *fragments)
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")  # torch's note on the garbage legacy file
+def test_truncated_empty_and_foreign_files_are_refused(tmp_path, capsys):
+    ckpt = tmp_path / "model.pt"
+    save_checkpoint(original_state_dict(ORIGINAL_CONFIG, "mlm"), ckpt, "composer", True)
+    out = tmp_path / "out" / "model"
+    cases = {
+        "truncated.pt": (ckpt.read_bytes()[: ckpt.stat().st_size // 2], "truncated or corrupted"),
+        "empty.pt": (b"", "is empty"),
+        "notes.pt": (b"these are not weights\n", "is not a PyTorch checkpoint"),
+        "legacy.pt": (b"\x80\x04\x95garbage", "Cannot read"),
+    }
+    for name, (content, fragment) in cases.items():
+        (tmp_path / name).write_bytes(content)
+        code = main(["--checkpoint", str(tmp_path / name), "--output_dir", str(out)])
+        assert_failed_cleanly(code, capsys, out, name, fragment)
+    for path, fragment in ((tmp_path / "nowhere.pt", "does not exist"), (tmp_path, "is a directory")):
+        code = main(["--checkpoint", str(path), "--output_dir", str(out)])
+        assert_failed_cleanly(code, capsys, out, fragment)
+
+
+def test_bert_attention_checkpoint_is_recognized(tmp_path, capsys):
+    from transformers import BertConfig, BertForMaskedLM
+
+    bert = BertForMaskedLM(BertConfig(vocab_size=64, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                      intermediate_size=32))
+    code, out = convert(tmp_path, bert.state_dict(), ORIGINAL_CONFIG, layout="composer", prefix=True)
+    assert_failed_cleanly(code, capsys, out, "BERT attention checkpoint",
+                          "bert.encoder.layer.0.attention.self.query.weight")
+
+
+def test_config_inconsistent_with_shapes_names_the_fields(tmp_path, capsys):
+    state = original_state_dict(ORIGINAL_CONFIG, "mlm")
+    code, out = convert(tmp_path, state, {**ORIGINAL_CONFIG, "d_state": 8}, "--hidden_size", "24",
+                        "--num_hidden_layers", "3", "--is_prenorm")
+    err = assert_failed_cleanly(
+        code, capsys, out,
+        "hidden_size = 24 (--hidden_size), but the checkpoint has 16 (bert.embeddings.word_embeddings.weight "
+        "[30528, 16])",
+        "num_hidden_layers = 3 (--num_hidden_layers), but the checkpoint has 2",
+        "d_state = 8 (from model_config.json), but the checkpoint has 4",
+        "is_prenorm = True (--is_prenorm), but the checkpoint has False",
+        "--hidden_size 16", "--num_hidden_layers 2", "--no-is_prenorm", "--d_state 4")
+    assert "d_conv" not in err and "vocab_size" not in err  # only the fields that are wrong
+
+    code, out = convert(tmp_path, state, {**ORIGINAL_CONFIG, "vocab_size": 1001})
+    assert_failed_cleanly(code, capsys, out, "vocab_size = 1001 (padded to 1008) (from model_config.json), but "
+                                             "the checkpoint has 30528", "--vocab_size 30528")
+
+
+def test_other_matrix_mixers_and_broken_ties_are_refused(tmp_path, capsys):
+    state = original_state_dict(ORIGINAL_CONFIG, "mlm")
+    code, out = convert(tmp_path, state, {**ORIGINAL_CONFIG, "matrix_mixer_type": "toeplitz"})
+    assert_failed_cleanly(code, capsys, out, "matrix_mixer_type is 'toeplitz'")
+
+    state["cls.predictions.decoder.weight"] = state["cls.predictions.decoder.weight"] + 1.0
+    code, out = convert(tmp_path, state, ORIGINAL_CONFIG)
+    assert_failed_cleanly(code, capsys, out, "cls.predictions.decoder.weight differs from")
+
+
+def test_unsafe_pickle_needs_the_explicit_flag(tmp_path, capsys):
+    state = original_state_dict(ORIGINAL_CONFIG, "mlm")
+    ckpt = tmp_path / "composer.pt"
+    torch.save({"state": {"model": {"model." + k: v for k, v in state.items()}},
+                "run_args": argparse.Namespace(seed=17)}, ckpt)
+    config = write_config(tmp_path / "config.json", ORIGINAL_CONFIG)
+    out = tmp_path / "out" / "model"
+    args = ["--checkpoint", str(ckpt), "--original_config", str(config), "--output_dir", str(out)]
+    assert_failed_cleanly(main(args), capsys, out, "weights_only=True", "argparse.Namespace",
+                          "--allow-unsafe-pickle")
+    assert main(args + ["--allow-unsafe-pickle"]) == 0
+    assert_matches_original(out, state, ORIGINAL_CONFIG, "mlm")
+
+
+def test_output_folder_is_replaced_only_with_overwrite(tmp_path, capsys):
+    state = original_state_dict(ORIGINAL_CONFIG, "mlm")
+    out = tmp_path / "out" / "model"
+    out.mkdir(parents=True)
+    (out / "keep.txt").write_text("user data")
+    code, _ = convert(tmp_path, state, ORIGINAL_CONFIG)
+    assert code == 1 and "is not empty" in capsys.readouterr().err
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+
+    code, _ = convert(tmp_path, state, ORIGINAL_CONFIG, "--overwrite")
+    assert code == 0
+    assert not (out / "keep.txt").exists() and (out / "model.safetensors").is_file()
+    assert [p.name for p in out.parent.iterdir()] == ["model"]
+
+
+def test_every_flag_is_documented(capsys):
+    for action in build_parser()._actions:
+        assert action.help, action.option_strings
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    assert "--allow-unsafe-pickle" in capsys.readouterr().out
+
+
+# -------------------------------------------------------------------------------------------- model card, hub
+
+
+def front_matter(readme: str) -> dict:
+    assert readme.startswith("---\n")
+    return yaml.safe_load(readme.split("---\n")[1])
+
+
+def test_model_card_metadata_usage_and_results(tmp_path, capsys):
+    results = tmp_path / "results.json"
+    results.write_text(json.dumps({"source": "tests/test_convert.py", "results": [
+        {"task": "SST-2", "split": "dev", "metric": "accuracy", "value": 0.5123}]}))
+    state = original_state_dict(ORIGINAL_CONFIG, "classification", num_labels=2)
+    code, out = convert(tmp_path, state, ORIGINAL_CONFIG, "--model_id", "me/hydra-cls", "--results", str(results))
+    assert code == 0, capsys.readouterr().err
+    readme = (out / "README.md").read_text()
+    meta = front_matter(readme)
+    assert meta["library_name"] == "transformers" and meta["pipeline_tag"] == "text-classification"
+    assert meta["license"] == "mit" and "allenai/c4" in meta["datasets"] and "hydra" in meta["tags"]
+    assert 'from_pretrained("me/hydra-cls", trust_remote_code=True)' in readme
+    assert "| SST-2 | dev | accuracy | 0.5123 |" in readme and "arXiv:2407.09941" in readme
+    n_params = sum(p.numel() for p in HydraForSequenceClassification.from_pretrained(out).parameters())
+    assert f"| parameters | {n_params:,} |" in readme
+    assert "$" not in readme  # every placeholder filled
+
+    # The generator regenerates the card on its own (standard-library script), here for the MLM task.
+    mlm_code, mlm_out = convert(tmp_path, original_state_dict(ORIGINAL_CONFIG, "mlm"), ORIGINAL_CONFIG, name="mlm")
+    assert mlm_code == 0
+    (mlm_out / "README.md").unlink()
+    generator = runpy.run_path(str(MODEL_CARD_GENERATOR))
+    assert generator["main"](["--model_dir", str(mlm_out), "--model_id", "org/hydra-bert-base"]) == 0
+    readme = (mlm_out / "README.md").read_text()
+    assert front_matter(readme)["pipeline_tag"] == "fill-mask"
+    assert 'pipeline("fill-mask", model="org/hydra-bert-base", trust_remote_code=True)' in readme
+    assert "No evaluation results are included" in readme
+
+    results.write_text(json.dumps({"results": [{"task": "SST-2", "metric": "accuracy", "value": "high"}]}))
+    code, out = convert(tmp_path, state, ORIGINAL_CONFIG, "--results", str(results), name="bad_results")
+    assert_failed_cleanly(code, capsys, out, "Invalid --results file", "is not a number")
+
+
+class FakeHfApi:
+    """Records the calls the converter makes to huggingface_hub.HfApi (no network)."""
+
+    calls = []
+    fail = False
+
+    def __init__(self, token=None):
+        FakeHfApi.calls.append(("init", token))
+
+    def create_repo(self, repo_id, **kwargs):
+        FakeHfApi.calls.append(("create_repo", repo_id, kwargs))
+
+    def upload_folder(self, **kwargs):
+        if FakeHfApi.fail:
+            raise ConnectionError("no network")
+        FakeHfApi.calls.append(("upload_folder", kwargs, sorted(os.listdir(kwargs["folder_path"]))))
+        return "https://huggingface.co/me/hydra-tiny/commit/abc"
+
+
+def test_push_to_hub_plumbing(tmp_path, capsys, monkeypatch):
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeHfApi)
+    FakeHfApi.calls = []
+    state = original_state_dict(ORIGINAL_CONFIG, "mlm")
+    code, out = convert(tmp_path, state, ORIGINAL_CONFIG, "--push_to_hub", "me/hydra-tiny", "--private",
+                        "--token", "hf_test")
+    assert code == 0, capsys.readouterr().err
+    (_, token), (_, repo_id, create_kwargs), (_, upload_kwargs, uploaded) = FakeHfApi.calls
+    assert token == "hf_test" and repo_id == "me/hydra-tiny"
+    assert create_kwargs["private"] is True and create_kwargs["exist_ok"] is True
+    assert upload_kwargs["repo_id"] == "me/hydra-tiny" and os.path.samefile(upload_kwargs["folder_path"], out)
+    assert {"config.json", "model.safetensors", "README.md"} <= set(uploaded)
+    assert 'model="me/hydra-tiny"' in (out / "README.md").read_text()
+    assert "Uploaded to https://huggingface.co/me/hydra-tiny" in capsys.readouterr().out
+
+    FakeHfApi.fail = True
+    try:
+        code, out = convert(tmp_path, state, ORIGINAL_CONFIG, "--push_to_hub", "me/hydra-tiny", name="again")
+    finally:
+        FakeHfApi.fail = False
+    assert code == 1 and "upload to me/hydra-tiny failed" in capsys.readouterr().err
+    assert (out / "model.safetensors").is_file()  # the converted folder is kept
+
+    with pytest.raises(SystemExit):
+        main(["--checkpoint", "x.pt", "--output_dir", str(tmp_path / "y"), "--private"])
+
+
+# ------------------------------------------------------------------------- script form and offline loading
+
+ISOLATED_PRELUDE = """
+import sys
+class _HideProject:
+    '''This project's packages are installed here; hide them so only the folder's remote code can be used.'''
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in {'configuration_hydra', 'modeling_hydra', 'convert', 'model_cards'}:
+            raise ModuleNotFoundError(f'{name} is hidden in this test')
+        return None
+sys.meta_path.insert(0, _HideProject())
+"""
+
+
+def run_isolated_python(code: str, cwd, env: dict) -> subprocess.CompletedProcess:
+    """Run `code` in a fresh interpreter (-I) in which this project's packages cannot be imported."""
+    return subprocess.run([sys.executable, "-I", "-c", ISOLATED_PRELUDE + code], cwd=cwd, capture_output=True,
+                          text=True, timeout=300, env={**os.environ, **env}, stdin=subprocess.DEVNULL)
+
+
+def hub_cache_layout(folder, cache, repo_id: str, commit: str = "0123456789abcdef0123456789abcdef01234567"):
+    """Place `folder` in a Hub cache as the `main` revision of model `repo_id` (refs/main + snapshots/<commit>)."""
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    shutil.copytree(folder, repo / "snapshots" / commit)
+
+
+def test_script_converts_and_the_folder_loads_offline_from_the_hub_cache(tmp_path):
+    state = original_state_dict(ORIGINAL_CONFIG, "mlm")
+    ckpt = tmp_path / "hydra.pt"
+    save_checkpoint(state, ckpt, "composer", True)
+    config = write_config(tmp_path / "hydra.yaml", ORIGINAL_CONFIG, "yaml")
+    out = tmp_path / "hydra-tiny"
+    bad = subprocess.run([sys.executable, str(SCRIPT), "--checkpoint", str(tmp_path), "--output_dir", str(out)],
+                         capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert bad.returncode == 1 and bad.stderr.startswith("error: ") and len(bad.stderr.strip().splitlines()) == 1
+    assert not out.exists()
+    run = subprocess.run([sys.executable, str(SCRIPT), "--checkpoint", str(ckpt), "--original_config", str(config),
+                          "--output_dir", str(out), "--model_id", "org/hydra-tiny"],
+                         capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+
+    hub_cache_layout(out, tmp_path / "hub", "org/hydra-tiny")
+    ids, types = random_inputs(ORIGINAL_CONFIG)
+    child = run_isolated_python(f"""
+import json, torch
+from transformers import AutoModelForMaskedLM, AutoTokenizer, pipeline
+model = AutoModelForMaskedLM.from_pretrained("org/hydra-tiny", trust_remote_code=True).to(torch.float64)
+with torch.no_grad():
+    logits = model(input_ids=torch.tensor({ids.tolist()}), token_type_ids=torch.tensor({types.tolist()})).logits
+torch.save(logits, "logits.pt")
+tokenizer = AutoTokenizer.from_pretrained("org/hydra-tiny", trust_remote_code=True)
+fill_mask = pipeline("fill-mask", model="org/hydra-tiny", trust_remote_code=True)  # the model card's example
+predictions = fill_mask("The capital of France is [MASK].")
+print(json.dumps({{"module": type(model).__module__, "vocab": len(tokenizer), "predictions": len(predictions)}}))
+""", cwd=tmp_path, env={"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub"),
+                        "HF_HOME": str(tmp_path / "hf_home"), "HF_MODULES_CACHE": str(tmp_path / "modules")})
+    assert child.returncode == 0, child.stderr[-3000:]
+    assert "Do you wish to run the custom code" not in child.stdout  # nothing may prompt
+    report = json.loads(child.stdout.strip().splitlines()[-1])
+    assert report["module"].startswith("transformers_modules.")
+    assert report["vocab"] == 30522 and report["predictions"] == 5
+    logits = torch.load(tmp_path / "logits.pt")
+    expected = reference_logits(state, ORIGINAL_CONFIG, "mlm", ids, types)
+    assert (logits - expected).abs().max().item() < 1e-6

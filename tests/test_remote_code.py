@@ -1,0 +1,126 @@
+"""Saved checkpoints load with `trust_remote_code=True` where this project is not installed, from a folder and
+from an offline Hub cache, and give the in-process model's outputs; the exported files import only what the
+transformers loader accepts."""
+
+import hashlib
+import json
+import os
+import site
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from transformers.dynamic_module_utils import get_imports, get_relative_imports
+
+from conftest import perturb_ssm_parameters, tiny_config
+from modeling_hydra import HydraForMaskedLM
+from modeling_hydra.remote_code import AUTO_MAP
+
+pytestmark = pytest.mark.usefixtures("single_thread")  # tiny models: threads only contend
+
+CHILD = Path(__file__).resolve().parent / "remote_code_child.py"
+HUB_REPO = "org/hydra-bert-base"
+TOL = 1e-5
+
+
+def lay_out_as_hub_cache(folder: Path, cache: Path, repo_id: str) -> str:
+    """Copy `folder` into `cache` the way huggingface_hub stores a downloaded model repo; returns the commit."""
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    commit = hashlib.sha1(repo_id.encode()).hexdigest()  # any 40-hex revision
+    snapshot = repo / "snapshots" / commit
+    (repo / "blobs").mkdir(parents=True)
+    snapshot.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    for file in sorted(folder.iterdir()):
+        data = file.read_bytes()
+        blob = repo / "blobs" / hashlib.sha256(data).hexdigest()
+        blob.write_bytes(data)
+        (snapshot / file.name).symlink_to(os.path.relpath(blob, snapshot))
+    return commit
+
+
+@pytest.fixture(scope="module")
+def child_run(tmp_path_factory):
+    """Save a model, run the child once for all loads, return (expected outputs, child outputs, report)."""
+    tmp = tmp_path_factory.mktemp("remote_code")
+    model = perturb_ssm_parameters(HydraForMaskedLM(tiny_config()).eval())
+    folder = tmp / "hydra-mlm"
+    model.save_pretrained(folder)
+    lay_out_as_hub_cache(folder, tmp / "hub", HUB_REPO)
+
+    ids = torch.randint(1, model.config.vocab_size, (2, 13))
+    mask = torch.ones_like(ids)
+    mask[1, -4:] = 0
+    inputs = dict(input_ids=ids, attention_mask=mask)
+    torch.save(inputs, tmp / "inputs.pt")
+    with torch.no_grad():
+        expected = {"folder": model(**inputs).logits, "resaved": model(**inputs).logits,
+                    "hub": model.hydra(**inputs).last_hidden_state}
+
+    loads = [
+        dict(name="folder", auto_class="AutoModelForMaskedLM", source=str(folder), save_to=str(tmp / "resaved")),
+        dict(name="resaved", auto_class="AutoModelForMaskedLM", source=str(tmp / "resaved")),
+        dict(name="hub", auto_class="AutoModel", source=HUB_REPO),
+    ]
+    for load in loads:
+        load["output"] = str(tmp / f"{load['name']}.pt")
+    request = dict(site_packages=site.getsitepackages(), inputs=str(tmp / "inputs.pt"), loads=loads,
+                   report=str(tmp / "report.json"))
+    (tmp / "request.json").write_text(json.dumps(request))
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "HF_", "TRANSFORMERS_"))}
+    env.update(HF_HUB_OFFLINE="1", HF_HOME=str(tmp / "hf_home"), HF_HUB_CACHE=str(tmp / "hub"),
+               HF_MODULES_CACHE=str(tmp / "modules"))
+    work = tmp / "cwd"
+    work.mkdir()
+    result = subprocess.run([sys.executable, "-I", "-S", str(CHILD), str(tmp / "request.json")], cwd=work, env=env,
+                            capture_output=True, text=True, timeout=600)
+
+    assert result.returncode == 0, f"child failed:\n{result.stdout}\n{result.stderr[-6000:]}"
+    outputs = {load["name"]: torch.load(load["output"]) for load in loads}
+    report = json.loads((tmp / "report.json").read_text())
+    return expected, outputs, report, tmp
+
+
+def check_load(child_run, index, name, model_class):
+    expected, outputs, report, _ = child_run
+    assert report["project_modules_imported"] == []
+    load = report["loads"][index]
+    assert load["model_class"] == model_class
+    assert load["model_module"].startswith("transformers_modules"), load
+    assert load["config_module"].startswith("transformers_modules"), load
+    assert outputs[name].shape == expected[name].shape
+    assert (outputs[name] - expected[name]).abs().max() <= TOL
+
+
+def test_load_from_a_folder(child_run):
+    check_load(child_run, 0, "folder", "HydraForMaskedLM")
+
+
+def test_remote_code_model_saves_a_loadable_folder(child_run):
+    check_load(child_run, 1, "resaved", "HydraForMaskedLM")
+    resaved = child_run[3] / "resaved"
+    assert sorted(p.name for p in resaved.glob("*.py")) == sorted(p.name for p in (child_run[3] / "hydra-mlm")
+                                                                 .glob("*.py"))
+
+
+def test_load_from_an_offline_hub_cache(child_run):
+    check_load(child_run, 2, "hub", "HydraModel")
+
+
+def test_exported_files_import_only_stdlib_torch_transformers(tmp_path):
+    HydraForMaskedLM(tiny_config()).save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["auto_map"] == AUTO_MAP
+    files = {p.name for p in tmp_path.glob("*.py")}
+    for reference in AUTO_MAP.values():
+        assert f"{reference.split('.')[0]}.py" in files
+    allowed = set(sys.stdlib_module_names) | {"torch", "transformers"}
+    for name in sorted(files):
+        imports = set(get_imports(tmp_path / name))
+        assert imports <= allowed, f"{name} imports {sorted(imports - allowed)} outside a try block"
+        for module in get_relative_imports(tmp_path / name):
+            assert f"{module}.py" in files, f"{name} imports .{module}, which is not in the folder"
