@@ -1,15 +1,17 @@
-"""Torch helpers for the chunked layout of the bidirectional SSD, shared by the `_ref` references of the Triton
-stages: zero padding to the chunk grid, the shifted C of each direction, groups expanded to heads, and the in-chunk
+"""Torch helpers for the chunked layout of the bidirectional SSD, shared by the torch kernel and the `_ref` references
+of the Triton stages: zero padding to the chunk grid, the shifted C of each direction, groups expanded to heads, and the in-chunk
 pair decays."""
 
 import torch
 import torch.nn.functional as F
 
 
-def to_chunks(t: torch.Tensor, nchunks: int, chunk_size: int) -> torch.Tensor:
-    """(batch, seqlen, ...) -> float32 (batch, nchunks, chunk_size, ...), zero past `seqlen`."""
+def to_chunks(t: torch.Tensor, nchunks: int, chunk_size: int, dtype=torch.float32) -> torch.Tensor:
+    """(batch, seqlen, ...) -> (batch, nchunks, chunk_size, ...) in `dtype`, zero past `seqlen`."""
     pad = nchunks * chunk_size - t.shape[1]
-    t = F.pad(t.float(), (0, 0) * (t.dim() - 2) + (0, pad))
+    t = t.to(dtype)
+    if pad:
+        t = F.pad(t, (0, 0) * (t.dim() - 2) + (0, pad))
     return t.reshape(t.shape[0], nchunks, chunk_size, *t.shape[2:])
 
 

@@ -8,7 +8,9 @@ when first used. A baseline for the benchmarks and a third oracle for the kernel
 
 import torch
 
-MAMBA_SSM_INSTALL_HINT = "install it on a CUDA machine with `pip install mamba-ssm` (or `pip install 'hydra-transformers[mamba_ssm]'`)"
+MAMBA_SSM_INSTALL_HINT = (
+    "install it on a CUDA machine with `pip install mamba-ssm` (or `pip install 'hydra-transformers[mamba_ssm]'`)"
+)
 
 
 def load_mamba_chunk_scan_combined():

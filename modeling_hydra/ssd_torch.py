@@ -11,21 +11,14 @@ sequence length; no L x L matrix is formed.
 """
 
 import torch
-import torch.nn.functional as F
+
+from .ssd_chunk_layout import shift_rows, to_chunks
 
 # Chunk length used on CPU: the intra-chunk work grows with Q and the state work shrinks; 64 is fastest on CPU for
 # headdim 64 / d_state 64. The result does not depend on the chunk length.
 CPU_CHUNK_SIZE = 64
 # Floor of dt inside log(dt): dt = 0 (padding) then contributes exp(-87) * x = 0 since x = 0 there as well.
 _LOG_DT_FLOOR = 1e-38
-
-
-def _chunk(t: torch.Tensor, nchunks: int, chunk_size: int) -> torch.Tensor:
-    """(batch, seqlen, ...) -> (batch, nchunks, chunk_size, ...), zero-padding the tail."""
-    pad = nchunks * chunk_size - t.shape[1]
-    if pad:
-        t = F.pad(t, (0, 0) * (t.dim() - 2) + (0, pad))
-    return t.reshape(t.shape[0], nchunks, chunk_size, *t.shape[2:])
 
 
 def _carry_states(local: torch.Tensor, decay: torch.Tensor, reverse: bool) -> torch.Tensor:
@@ -35,9 +28,10 @@ def _carry_states(local: torch.Tensor, decay: torch.Tensor, reverse: bool) -> to
     """
     nchunks = local.shape[1]
     order = range(nchunks - 1, 0, -1) if reverse else range(nchunks - 1)
-    states = [torch.zeros_like(local[:, 0])]
+    local, decay = local.unbind(1), decay.unbind(1)  # unbind, not indexing: one backward op instead of one each
+    states = [torch.zeros_like(local[0])]
     for c in order:
-        states.append(local[:, c] + decay[:, c] * states[-1])
+        states.append(torch.addcmul(local[c], decay[c], states[-1]))
     if reverse:
         states.reverse()
     return torch.stack(states, dim=1)
@@ -45,20 +39,19 @@ def _carry_states(local: torch.Tensor, decay: torch.Tensor, reverse: bool) -> to
 
 def _ssd_chunked(x, dt_f, dt_b, A, B_f, C_f, B_b, C_b, diag, chunk_size):
     batch, seqlen, nheads, headdim = x.shape
-    ngroups, d_state = B_f.shape[2], B_f.shape[3]
+    ngroups = B_f.shape[2]
     hpg = nheads // ngroups
     dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
     Q = min(chunk_size, seqlen)
     T = -(-seqlen // Q)
 
     # Shifted C: row t of the forward scan reads C_f[t-1], of the backward scan C_b[t+1].
-    C_f = F.pad(C_f[:, :-1], (0, 0, 0, 0, 1, 0))
-    C_b = F.pad(C_b[:, 1:], (0, 0, 0, 0, 0, 1))
+    C_f, C_b = shift_rows(C_f, -1), shift_rows(C_b, 1)
     # Contiguous layouts first: elementwise ops on strided views of the in_proj output are several times slower.
-    x = _chunk(x.to(dtype), T, Q).contiguous()  # (b, T, Q, H, P), token-major
-    dt_f, dt_b, diag = (_chunk(t.to(dtype), T, Q).contiguous() for t in (dt_f, dt_b, diag))  # (b, T, Q, H)
-    C_f, C_b = (_chunk(t.to(dtype), T, Q).transpose(2, 3).contiguous() for t in (C_f, C_b))  # (b, T, G, Q, N)
-    Bt_f, Bt_b = (_chunk(t.to(dtype), T, Q).permute(0, 1, 3, 4, 2).contiguous() for t in (B_f, B_b))
+    x = to_chunks(x, T, Q, dtype).contiguous()  # (b, T, Q, H, P), token-major
+    dt_f, dt_b, diag = (to_chunks(t, T, Q, dtype).contiguous() for t in (dt_f, dt_b, diag))  # (b, T, Q, H)
+    C_f, C_b = (to_chunks(t, T, Q, dtype).transpose(2, 3).contiguous() for t in (C_f, C_b))  # (b, T, G, Q, N)
+    Bt_f, Bt_b = (to_chunks(t, T, Q, dtype).permute(0, 1, 3, 4, 2).contiguous() for t in (B_f, B_b))
     # Bt_*: (b, T, G, N, Q), B transposed for the matmuls
     A = A.to(dtype)
 

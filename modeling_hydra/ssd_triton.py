@@ -14,7 +14,7 @@ Float32 accumulation throughout; float32, bfloat16 and float16 inputs (float64 i
 import torch
 
 from .ssd_triton_chunk_cumsum import chunk_cumsum, chunk_cumsum_bwd
-from .ssd_triton_chunk_scan import chunk_scan
+from .ssd_triton_chunk_scan import _chunk_scan_kernel, chunk_scan
 from .ssd_triton_chunk_scan_bwd_dbc import chunk_scan_bwd_db, chunk_scan_bwd_dc
 from .ssd_triton_chunk_scan_bwd_dx import chunk_scan_bwd_dx
 from .ssd_triton_chunk_state import chunk_state
@@ -24,7 +24,7 @@ from .ssd_triton_state_passing import state_passing
 
 def triton_kernels_interpreted() -> bool:
     """True when the kernels were built by Triton's interpreter (TRITON_INTERPRET=1), which runs them on CPU tensors."""
-    return is_interpreted(chunk_scan.__globals__["_chunk_scan_kernel"])
+    return is_interpreted(_chunk_scan_kernel)
 
 
 def _entering_states(x, dt_f, dt_b, A, B_f, B_b, cum_f, cum_b):

@@ -14,6 +14,7 @@ import torch
 
 from .ssd_chunk_layout import groups_to_heads, pair_decays, shift_rows, to_chunks
 from .ssd_triton_runtime import block_size, dot_config, tl, triton_jit
+from .ssd_triton_tiles import load_shifted_rows, load_state_tiles
 
 
 @triton_jit
@@ -58,19 +59,14 @@ def _chunk_scan_kernel(
     cumxf_t = cumf_t - A * tl.load(dtf_base + t * stride_dtf_l, mask=valid_t, other=0.0).to(tl.float32)
     cumxb_t = cumb_t - A * tl.load(dtb_base + t * stride_dtb_l, mask=valid_t, other=0.0).to(tl.float32)
     # The shifted C of each direction: row t reads C_f[t - 1] and C_b[t + 1].
-    Csf = tl.load(Cf_ptr + pid_b * stride_Cf_b + pid_g * stride_Cf_g + (t - 1)[:, None] * stride_Cf_l
-                  + offs_n[None, :] * stride_Cf_n, mask=(valid_t & (t >= 1))[:, None] & mask_n[None, :], other=0.0)
-    Csb = tl.load(Cb_ptr + pid_b * stride_Cb_b + pid_g * stride_Cb_g + (t + 1)[:, None] * stride_Cb_l
-                  + offs_n[None, :] * stride_Cb_n, mask=(valid_t & (t + 1 < seqlen))[:, None] & mask_n[None, :],
-                  other=0.0)
-    Csf = Csf.to(DOT_DTYPE)
-    Csb = Csb.to(DOT_DTYPE)
+    Csf = load_shifted_rows(Cf_ptr + pid_b * stride_Cf_b + pid_g * stride_Cf_g, t, valid_t, seqlen, stride_Cf_l,
+                            offs_n, mask_n, stride_Cf_n, SHIFT=-1, TRANSPOSED=False).to(DOT_DTYPE)
+    Csb = load_shifted_rows(Cb_ptr + pid_b * stride_Cb_b + pid_g * stride_Cb_g, t, valid_t, seqlen, stride_Cb_l,
+                            offs_n, mask_n, stride_Cb_n, SHIFT=1, TRANSPOSED=False).to(DOT_DTYPE)
 
     state_off = ((pid_b * nchunks + pid_c) * nheads + pid_h) * d_state * headdim
-    state_ptrs = state_off + offs_n[:, None] * headdim + offs_p[None, :]
-    state_mask = mask_n[:, None] & mask_p[None, :]
-    enter_f = tl.load(enterf_ptr + state_ptrs, mask=state_mask, other=0.0).to(DOT_DTYPE)
-    enter_b = tl.load(enterb_ptr + state_ptrs, mask=state_mask, other=0.0).to(DOT_DTYPE)
+    enter_f, enter_b = load_state_tiles(enterf_ptr, enterb_ptr, state_off, offs_n, offs_p, mask_n, mask_p, headdim,
+                                        TRANSPOSED=False, DOT_DTYPE=DOT_DTYPE)
     acc = tl.dot(Csf, enter_f, input_precision=PRECISION) * tl.exp(cumxf_t)[:, None]
     acc += tl.dot(Csb, enter_b, input_precision=PRECISION) * tl.exp(cumxb_t)[:, None]
 

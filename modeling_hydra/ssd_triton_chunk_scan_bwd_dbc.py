@@ -17,6 +17,7 @@ import torch
 
 from .ssd_chunk_layout import groups_to_heads, pair_decays, shift_rows, to_chunks
 from .ssd_triton_runtime import block_size, dot_config, tl, triton_jit
+from .ssd_triton_tiles import load_shifted_rows, load_state_tiles
 
 
 @triton_jit
@@ -46,12 +47,10 @@ def _chunk_scan_bwd_dc_kernel(
     t = pid_c * chunk_size + offs_m
     valid_t = (offs_m < chunk_size) & (t < seqlen)
 
-    Csf = tl.load(Cf_ptr + pid_b * stride_Cf_b + pid_g * stride_Cf_g + (t - 1)[:, None] * stride_Cf_l
-                  + offs_n[None, :] * stride_Cf_n, mask=(valid_t & (t >= 1))[:, None] & mask_n[None, :],
-                  other=0.0).to(tl.float32)
-    Csb = tl.load(Cb_ptr + pid_b * stride_Cb_b + pid_g * stride_Cb_g + (t + 1)[:, None] * stride_Cb_l
-                  + offs_n[None, :] * stride_Cb_n, mask=(valid_t & (t + 1 < seqlen))[:, None] & mask_n[None, :],
-                  other=0.0).to(tl.float32)
+    Csf = load_shifted_rows(Cf_ptr + pid_b * stride_Cf_b + pid_g * stride_Cf_g, t, valid_t, seqlen, stride_Cf_l,
+                            offs_n, mask_n, stride_Cf_n, SHIFT=-1, TRANSPOSED=False).to(tl.float32)
+    Csb = load_shifted_rows(Cb_ptr + pid_b * stride_Cb_b + pid_g * stride_Cb_g, t, valid_t, seqlen, stride_Cb_l,
+                            offs_n, mask_n, stride_Cb_n, SHIFT=1, TRANSPOSED=False).to(tl.float32)
     Bf_base = Bf_ptr + pid_b * stride_Bf_b + pid_g * stride_Bf_g
     Bb_base = Bb_ptr + pid_b * stride_Bb_b + pid_g * stride_Bb_g
     group_f = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
@@ -72,10 +71,8 @@ def _chunk_scan_bwd_dc_kernel(
             - A * tl.load(dtb_base + t * stride_dtb_l, mask=valid_t, other=0.0).to(tl.float32)
 
         state_off = ((pid_b * nchunks + pid_c) * nheads + pid_h) * d_state * headdim
-        state_ptrs = state_off + offs_n[None, :] * headdim + offs_p[:, None]  # (BLOCK_P, BLOCK_N): enter^T
-        state_mask = mask_p[:, None] & mask_n[None, :]
-        enter_f = tl.load(enterf_ptr + state_ptrs, mask=state_mask, other=0.0).to(DOT_DTYPE)
-        enter_b = tl.load(enterb_ptr + state_ptrs, mask=state_mask, other=0.0).to(DOT_DTYPE)
+        enter_f, enter_b = load_state_tiles(enterf_ptr, enterb_ptr, state_off, offs_n, offs_p, mask_n, mask_p,
+                                            headdim, TRANSPOSED=True, DOT_DTYPE=DOT_DTYPE)  # (BLOCK_P, BLOCK_N)
         grad_f = tl.dot(dy_t, enter_f, input_precision=PRECISION) * tl.exp(cumxf_t)[:, None]
         grad_b = tl.dot(dy_t, enter_b, input_precision=PRECISION) * tl.exp(cumxb_t)[:, None]
 
@@ -164,10 +161,8 @@ def _chunk_scan_bwd_db_kernel(
         totb = tl.load(cumb_ptr + cum_off)
 
         state_off = ((pid_b * nchunks + pid_c) * nheads + pid_h) * d_state * headdim
-        state_ptrs = state_off + offs_n[None, :] * headdim + offs_p[:, None]  # (BLOCK_P, BLOCK_N): dstate^T
-        state_mask = mask_p[:, None] & mask_n[None, :]
-        dstate_f = tl.load(dstatef_ptr + state_ptrs, mask=state_mask, other=0.0).to(DOT_DTYPE)
-        dstate_b = tl.load(dstateb_ptr + state_ptrs, mask=state_mask, other=0.0).to(DOT_DTYPE)
+        dstate_f, dstate_b = load_state_tiles(dstatef_ptr, dstateb_ptr, state_off, offs_n, offs_p, mask_n, mask_p,
+                                              headdim, TRANSPOSED=True, DOT_DTYPE=DOT_DTYPE)  # (BLOCK_P, BLOCK_N)
         grad_f = tl.dot(x_s, dstate_f, input_precision=PRECISION) * tl.exp(totf - cumf_s)[:, None]
         grad_b = tl.dot(x_s, dstate_b, input_precision=PRECISION) * tl.exp(totb - cumb_s)[:, None]
 
@@ -183,16 +178,16 @@ def _chunk_scan_bwd_db_kernel(
                 cumxf_t = tl.load(cumf_ptr + cum_off + offs_k, mask=offs_k < chunk_size, other=0.0) - A * dtf_t
                 lower = (offs_k[None, :] > offs_m[:, None]) & valid_t[None, :]
                 decay = tl.exp(tl.where(lower, cumxf_t[None, :] - cumf_s[:, None], float("-inf")))
-                Csf = tl.load(Cf_base + (t - 1)[:, None] * stride_Cf_l + offs_n[None, :] * stride_Cf_n,
-                              mask=(valid_t & (t >= 1))[:, None] & mask_n[None, :], other=0.0).to(DOT_DTYPE)
+                Csf = load_shifted_rows(Cf_base, t, valid_t, seqlen, stride_Cf_l, offs_n, mask_n, stride_Cf_n,
+                                        SHIFT=-1, TRANSPOSED=False).to(DOT_DTYPE)
                 grad_f += tl.dot((pair * decay).to(DOT_DTYPE), Csf, input_precision=PRECISION)
             if k0 < m0 + BLOCK_M:  # some t < s: backward triangle
                 dtb_t = tl.load(dtb_base + t * stride_dtb_l, mask=valid_t, other=0.0).to(tl.float32)
                 cumxb_t = tl.load(cumb_ptr + cum_off + offs_k, mask=offs_k < chunk_size, other=0.0) - A * dtb_t
                 upper = (offs_k[None, :] < offs_m[:, None]) & valid_t[None, :]
                 decay = tl.exp(tl.where(upper, cumxb_t[None, :] - cumb_s[:, None], float("-inf")))
-                Csb = tl.load(Cb_base + (t + 1)[:, None] * stride_Cb_l + offs_n[None, :] * stride_Cb_n,
-                              mask=(valid_t & (t + 1 < seqlen))[:, None] & mask_n[None, :], other=0.0).to(DOT_DTYPE)
+                Csb = load_shifted_rows(Cb_base, t, valid_t, seqlen, stride_Cb_l, offs_n, mask_n, stride_Cb_n,
+                                        SHIFT=1, TRANSPOSED=False).to(DOT_DTYPE)
                 grad_b += tl.dot((pair * decay).to(DOT_DTYPE), Csb, input_precision=PRECISION)
 
         group_f += grad_f * dtf_s[:, None]

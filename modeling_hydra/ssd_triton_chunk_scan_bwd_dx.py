@@ -16,6 +16,7 @@ import torch
 
 from .ssd_chunk_layout import groups_to_heads, pair_decays, shift_rows, to_chunks
 from .ssd_triton_runtime import block_size, dot_config, tl, triton_jit
+from .ssd_triton_tiles import load_shifted_rows, load_state_tiles
 
 
 @triton_jit
@@ -72,10 +73,8 @@ def _chunk_scan_bwd_dx_kernel(
     totb = tl.load(cumb_ptr + cum_off)
 
     state_off = ((pid_b * nchunks + pid_c) * nheads + pid_h) * d_state * headdim
-    state_ptrs = state_off + offs_n[:, None] * headdim + offs_p[None, :]
-    state_mask = mask_n[:, None] & mask_p[None, :]
-    dstate_f = tl.load(dstatef_ptr + state_ptrs, mask=state_mask, other=0.0).to(DOT_DTYPE)
-    dstate_b = tl.load(dstateb_ptr + state_ptrs, mask=state_mask, other=0.0).to(DOT_DTYPE)
+    dstate_f, dstate_b = load_state_tiles(dstatef_ptr, dstateb_ptr, state_off, offs_n, offs_p, mask_n, mask_p,
+                                          headdim, TRANSPOSED=False, DOT_DTYPE=DOT_DTYPE)
     grad_f = tl.dot(Bf, dstate_f, input_precision=PRECISION) * tl.exp(totf - cumf_s)[:, None]
     grad_b = tl.dot(Bb, dstate_b, input_precision=PRECISION) * tl.exp(totb - cumb_s)[:, None]
 
@@ -86,8 +85,8 @@ def _chunk_scan_bwd_dx_kernel(
         dy_t = tl.load(dy_base + t[:, None] * stride_dy_l + offs_p[None, :] * stride_dy_p,
                        mask=valid_t[:, None] & mask_p[None, :], other=0.0).to(DOT_DTYPE)
         if k0 + BLOCK_K > m0:  # some t > s: forward triangle
-            Csf = tl.load(Cf_base + (t - 1)[None, :] * stride_Cf_l + offs_n[:, None] * stride_Cf_n,
-                          mask=mask_n[:, None] & (valid_t & (t >= 1))[None, :], other=0.0).to(DOT_DTYPE)
+            Csf = load_shifted_rows(Cf_base, t, valid_t, seqlen, stride_Cf_l, offs_n, mask_n, stride_Cf_n,
+                                    SHIFT=-1, TRANSPOSED=True).to(DOT_DTYPE)
             dtf_t = tl.load(dtf_base + t * stride_dtf_l, mask=valid_t, other=0.0).to(tl.float32)
             cumxf_t = tl.load(cumf_ptr + cum_off + offs_k, mask=offs_k < chunk_size, other=0.0) - A * dtf_t
             lower = (offs_k[None, :] > offs_m[:, None]) & valid_t[None, :]
@@ -95,8 +94,8 @@ def _chunk_scan_bwd_dx_kernel(
             mix = tl.dot(Bf, Csf, input_precision=PRECISION) * decay  # (BLOCK_M s, BLOCK_K t)
             grad_f += tl.dot(mix.to(DOT_DTYPE), dy_t, input_precision=PRECISION)
         if k0 < m0 + BLOCK_M:  # some t < s: backward triangle
-            Csb = tl.load(Cb_base + (t + 1)[None, :] * stride_Cb_l + offs_n[:, None] * stride_Cb_n,
-                          mask=mask_n[:, None] & (valid_t & (t + 1 < seqlen))[None, :], other=0.0).to(DOT_DTYPE)
+            Csb = load_shifted_rows(Cb_base, t, valid_t, seqlen, stride_Cb_l, offs_n, mask_n, stride_Cb_n,
+                                    SHIFT=1, TRANSPOSED=True).to(DOT_DTYPE)
             dtb_t = tl.load(dtb_base + t * stride_dtb_l, mask=valid_t, other=0.0).to(tl.float32)
             cumxb_t = tl.load(cumb_ptr + cum_off + offs_k, mask=offs_k < chunk_size, other=0.0) - A * dtb_t
             upper = (offs_k[None, :] < offs_m[:, None]) & valid_t[None, :]

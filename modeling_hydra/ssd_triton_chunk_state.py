@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from .ssd_triton_runtime import block_size, dot_config, tl, triton_jit
+from .ssd_triton_tiles import load_shifted_rows
 
 
 @triton_jit
@@ -48,10 +49,8 @@ def _chunk_state_kernel(
         offs_k = k0 + tl.arange(0, BLOCK_K)
         rows = pid_c * chunk_size + offs_k
         valid = (offs_k < chunk_size) & (rows < seqlen)
-        src = rows + ROW_SHIFT
-        valid_b = valid & (src >= 0) & (src < seqlen)
-        b = tl.load(b_base + src[None, :] * stride_b_l + offs_n[:, None] * stride_b_n,
-                    mask=mask_n[:, None] & valid_b[None, :], other=0.0)  # (BLOCK_N, BLOCK_K)
+        b = load_shifted_rows(b_base, rows, valid, seqlen, stride_b_l, offs_n, mask_n, stride_b_n,
+                              SHIFT=ROW_SHIFT, TRANSPOSED=True)  # (BLOCK_N, BLOCK_K)
         x = tl.load(x_base + rows[:, None] * stride_x_l + offs_p[None, :] * stride_x_p,
                     mask=valid[:, None] & mask_p[None, :], other=0.0)  # (BLOCK_K, BLOCK_P)
         dt = tl.load(dt_base + rows * stride_dt_l, mask=valid, other=0.0).to(tl.float32)

@@ -37,12 +37,13 @@ def block_size(n: int, floor: int = 16, cap: int | None = None) -> int:
 
 def dot_config(dtype: torch.dtype, kernel) -> dict:
     """Constexpr tl.dot settings of `kernel` for inputs of `dtype`: DOT_DTYPE, the operand dtype (the input's 16-bit
-    type, else float32), and PRECISION of float32 operands (TF32 only where torch allows it for float32 matmuls).
+    type, else float32), and PRECISION, which only matters for float32 operands ("ieee" unless torch allows TF32
+    for float32 matmuls).
 
     Triton's CPU interpreter multiplies bfloat16 operands wrongly, so interpreted kernels get float32 operands then.
     """
     operand = {torch.float16: tl.float16, torch.bfloat16: tl.bfloat16}.get(dtype, tl.float32)
     if dtype == torch.bfloat16 and is_interpreted(kernel):
         operand = tl.float32
-    precision = "ieee" if torch.get_float32_matmul_precision() == "highest" else "tf32"
-    return dict(DOT_DTYPE=operand, PRECISION=precision)
+    exact = operand == tl.float32 and torch.get_float32_matmul_precision() == "highest"
+    return dict(DOT_DTYPE=operand, PRECISION="ieee" if exact else "tf32")

@@ -1,8 +1,8 @@
 """Throughput and memory of HydraModel against transformers' BertModel (SDPA) at matched encoder parameters.
 
 Runs in one process with interleaved timings (Hydra, BERT, Hydra, BERT, ...) and reports medians, the ratio
-Hydra/BERT, the fraction of this machine's measured fp32 matmul rate (executed FLOPs counted by torch's
-FlopCounterMode), and peak memory of one step, each measured in a fresh subprocess as the growth of the resident set:
+Hydra/BERT, the fraction of this machine's measured fp32 matmul rate (model FLOPs: the forward's matmul FLOPs counted
+by torch's FlopCounterMode, times 3 for training, so recomputation is not counted as work), and peak memory of one step, each measured in a fresh subprocess as the growth of the resident set:
 once with glibc's default allocator settings ("rss") and once with MALLOC_MMAP_THRESHOLD_=65536, which returns freed
 blocks to the system at once so that the peak counts live tensors only ("live"). Example (BENCHMARKS.md):
 
@@ -69,10 +69,11 @@ def make_step(model, batch: int, seqlen: int, train: bool):
     return step
 
 
-def count_flops(step) -> int:
+def count_flops(model, batch: int, seqlen: int, train: bool) -> int:
+    """Model FLOPs of one step: the forward's matmul FLOPs (counted by torch), times 3 for forward+backward."""
     with FlopCounterMode(display=False) as counter:
-        step()
-    return counter.get_total_flops()
+        make_step(model, batch, seqlen, train=False)()
+    return counter.get_total_flops() * (3 if train else 1)
 
 
 def matmul_rate(n: int = 2048, repeats: int = 5) -> float:
@@ -144,8 +145,8 @@ def main():
             batch = max(1, args.tokens // seqlen)
             for mode in args.modes:
                 train = mode == "train"
+                flops = {kind: count_flops(m, batch, seqlen, train) for kind, m in models.items()}
                 steps = {kind: make_step(m, batch, seqlen, train) for kind, m in models.items()}
-                flops = {kind: count_flops(step) for kind, step in steps.items()}
                 times = {kind: [] for kind in steps}
                 for kind, step in steps.items():  # warm-up
                     step()

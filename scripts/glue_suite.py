@@ -35,7 +35,7 @@ from glue_tasks import (
 
 SCRIPTS_DIR = os.path.dirname(os.path.abspath(__file__))
 RUN_GLUE = os.path.join(SCRIPTS_DIR, "run_glue.py")
-TOKENIZER_DIR = os.path.join(os.path.dirname(SCRIPTS_DIR), "assets", "tokenizer", "bert-base-uncased")
+TOKENIZER_DIR = os.path.relpath(os.path.join(os.path.dirname(SCRIPTS_DIR), "assets", "tokenizer", "bert-base-uncased"))
 
 
 def parse_arguments(argv=None):

@@ -1,5 +1,7 @@
-"""Shared fixtures: tiny Hydra configs and the paths of the repository's assets."""
+"""Shared fixtures: tiny Hydra configs, the paths of the repository's assets, a Hub-cache layout helper."""
 
+import hashlib
+import os
 from pathlib import Path
 
 import pytest
@@ -45,3 +47,20 @@ def single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def lay_out_as_hub_cache(folder: Path, cache: Path, repo_id: str) -> str:
+    """Copy `folder` into `cache` the way huggingface_hub stores a downloaded model repo; returns the commit."""
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    commit = hashlib.sha1(repo_id.encode()).hexdigest()  # any 40-hex revision
+    snapshot = repo / "snapshots" / commit
+    (repo / "blobs").mkdir(parents=True)
+    snapshot.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    for file in sorted(folder.iterdir()):
+        data = file.read_bytes()
+        blob = repo / "blobs" / hashlib.sha256(data).hexdigest()
+        blob.write_bytes(data)
+        (snapshot / file.name).symlink_to(os.path.relpath(blob, snapshot))
+    return commit

@@ -1,11 +1,14 @@
 """Helpers of the GLUE/Trainer tests: the scripts' entry points, tiny-model flags and an independent evaluation."""
 
 import csv
+import functools
 import os
 import runpy
 
+import datasets
 import numpy as np
 import torch
+import transformers
 from conftest import REPO_ROOT, TOKENIZER_DIR
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -20,8 +23,20 @@ QUIET = ["--report_to", "none", "--disable_tqdm", "true", "--log_level", "warnin
 
 
 def script_function(script: str, function: str = "main"):
-    """A function of scripts/<script>.py, by default its `main(argv)` (the scripts are not a package)."""
-    return runpy.run_path(str(SCRIPTS / f"{script}.py"))[function]
+    """A function of scripts/<script>.py, by default its `main(argv)` (the scripts are not a package), wrapped so
+    that the logging set-up of a script run does not leak into later tests."""
+    wrapped = runpy.run_path(str(SCRIPTS / f"{script}.py"))[function]
+
+    @functools.wraps(wrapped)
+    def call(*args, **kwargs):
+        verbosity = (transformers.utils.logging.get_verbosity(), datasets.utils.logging.get_verbosity())
+        try:
+            return wrapped(*args, **kwargs)
+        finally:
+            transformers.utils.logging.set_verbosity(verbosity[0])
+            transformers.utils.logging.reset_format()
+            datasets.utils.logging.set_verbosity(verbosity[1])
+    return call
 
 
 def subprocess_env() -> dict:

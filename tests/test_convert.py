@@ -8,7 +8,6 @@ import json
 import math
 import os
 import runpy
-import shutil
 import subprocess
 import sys
 
@@ -17,7 +16,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, lay_out_as_hub_cache
 from convert.convert_original_checkpoint import (
     MODEL_CARD_GENERATOR,
     TOKENIZER_FILES,
@@ -532,14 +531,6 @@ def run_isolated_python(code: str, cwd, env: dict) -> subprocess.CompletedProces
                           text=True, timeout=300, env={**os.environ, **env}, stdin=subprocess.DEVNULL)
 
 
-def hub_cache_layout(folder, cache, repo_id: str, commit: str = "0123456789abcdef0123456789abcdef01234567"):
-    """Place `folder` in a Hub cache as the `main` revision of model `repo_id` (refs/main + snapshots/<commit>)."""
-    repo = cache / f"models--{repo_id.replace('/', '--')}"
-    (repo / "refs").mkdir(parents=True)
-    (repo / "refs" / "main").write_text(commit)
-    shutil.copytree(folder, repo / "snapshots" / commit)
-
-
 def test_script_converts_and_the_folder_loads_offline_from_the_hub_cache(tmp_path):
     state = original_state_dict(ORIGINAL_CONFIG, "mlm")
     ckpt = tmp_path / "hydra.pt"
@@ -555,7 +546,7 @@ def test_script_converts_and_the_folder_loads_offline_from_the_hub_cache(tmp_pat
                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert run.returncode == 0, run.stderr
 
-    hub_cache_layout(out, tmp_path / "hub", "org/hydra-tiny")
+    lay_out_as_hub_cache(out, tmp_path / "hub", "org/hydra-tiny")
     ids, types = random_inputs(ORIGINAL_CONFIG)
     child = run_isolated_python(f"""
 import json, torch

@@ -18,7 +18,7 @@ def test_test_command_is_the_ci_command():
     fresh_machine = [block.strip() for block in readme_blocks("bash") if block.startswith("python3 -m venv")]
     assert len(fresh_machine) == 2, "README must give exactly two commands for a fresh machine"
     assert fresh_machine[1] == ci_commands[0]
-    assert fresh_machine[0].endswith("scripts/fill_mask_demo.py")
+    assert "scripts/run_glue.py --task_name sst2 --glue_dir assets/glue_sample" in fresh_machine[0]
 
 
 def test_usage_example_runs(tmp_path, monkeypatch):

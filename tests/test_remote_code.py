@@ -2,7 +2,6 @@
 from an offline Hub cache, and give the in-process model's outputs; the exported files import only what the
 transformers loader accepts."""
 
-import hashlib
 import json
 import os
 import site
@@ -14,7 +13,7 @@ import pytest
 import torch
 from transformers.dynamic_module_utils import get_imports, get_relative_imports
 
-from conftest import perturb_ssm_parameters, tiny_config
+from conftest import lay_out_as_hub_cache, perturb_ssm_parameters, tiny_config
 from modeling_hydra import HydraForMaskedLM
 from modeling_hydra.remote_code import AUTO_MAP
 
@@ -23,23 +22,6 @@ pytestmark = pytest.mark.usefixtures("single_thread")  # tiny models: threads on
 CHILD = Path(__file__).resolve().parent / "remote_code_child.py"
 HUB_REPO = "org/hydra-bert-base"
 TOL = 1e-5
-
-
-def lay_out_as_hub_cache(folder: Path, cache: Path, repo_id: str) -> str:
-    """Copy `folder` into `cache` the way huggingface_hub stores a downloaded model repo; returns the commit."""
-    repo = cache / f"models--{repo_id.replace('/', '--')}"
-    commit = hashlib.sha1(repo_id.encode()).hexdigest()  # any 40-hex revision
-    snapshot = repo / "snapshots" / commit
-    (repo / "blobs").mkdir(parents=True)
-    snapshot.mkdir(parents=True)
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text(commit)
-    for file in sorted(folder.iterdir()):
-        data = file.read_bytes()
-        blob = repo / "blobs" / hashlib.sha256(data).hexdigest()
-        blob.write_bytes(data)
-        (snapshot / file.name).symlink_to(os.path.relpath(blob, snapshot))
-    return commit
 
 
 @pytest.fixture(scope="module")

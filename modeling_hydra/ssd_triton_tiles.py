@@ -1,0 +1,37 @@
+"""Tile loaders shared by the Triton chunk-scan kernels: the state tiles of both directions and shifted rows of C."""
+
+from __future__ import annotations
+
+from .ssd_triton_runtime import tl, triton_jit
+
+
+@triton_jit
+def load_state_tiles(f_ptr, b_ptr, offset, offs_n, offs_p, mask_n, mask_p, headdim,
+                     TRANSPOSED: tl.constexpr, DOT_DTYPE: tl.constexpr):
+    """The (d_state, headdim) float32 state tiles of both directions at `offset`, as (BLOCK_N, BLOCK_P) tiles or,
+    when TRANSPOSED, (BLOCK_P, BLOCK_N) tiles, cast to DOT_DTYPE."""
+    if TRANSPOSED:
+        ptrs = offset + offs_n[None, :] * headdim + offs_p[:, None]
+        mask = mask_p[:, None] & mask_n[None, :]
+    else:
+        ptrs = offset + offs_n[:, None] * headdim + offs_p[None, :]
+        mask = mask_n[:, None] & mask_p[None, :]
+    state_f = tl.load(f_ptr + ptrs, mask=mask, other=0.0).to(DOT_DTYPE)
+    state_b = tl.load(b_ptr + ptrs, mask=mask, other=0.0).to(DOT_DTYPE)
+    return state_f, state_b
+
+
+@triton_jit
+def load_shifted_rows(base, rows, valid, seqlen, stride_l, offs_n, mask_n, stride_n,
+                      SHIFT: tl.constexpr, TRANSPOSED: tl.constexpr):
+    """Rows `rows + SHIFT` of a (seqlen, d_state) matrix at `base` (zero where `valid` is false or the shifted row
+    is outside the sequence), as a (BLOCK, BLOCK_N) tile or, when TRANSPOSED, a (BLOCK_N, BLOCK) tile."""
+    src = rows + SHIFT
+    ok = valid & (src >= 0) & (src < seqlen)
+    if TRANSPOSED:
+        tile = tl.load(base + src[None, :] * stride_l + offs_n[:, None] * stride_n,
+                       mask=mask_n[:, None] & ok[None, :], other=0.0)
+    else:
+        tile = tl.load(base + src[:, None] * stride_l + offs_n[None, :] * stride_n,
+                       mask=ok[:, None] & mask_n[None, :], other=0.0)
+    return tile
