@@ -14,7 +14,7 @@ import torch
 
 from .ssd_chunk_layout import groups_to_heads, pair_decays, shift_rows, to_chunks
 from .ssd_triton_runtime import block_size, dot_config, tl, triton_jit
-from .ssd_triton_tiles import load_shifted_rows, load_state_tiles
+from .ssd_triton_tiles import load_decay_rows, load_shifted_rows, load_state_tiles
 
 
 @triton_jit
@@ -84,16 +84,14 @@ def _chunk_scan_kernel(
         if k0 < m0 + BLOCK_M:  # some s < t: forward triangle
             Bf = tl.load(Bf_base + s[None, :] * stride_Bf_l + offs_n[:, None] * stride_Bf_n,
                          mask=mask_n[:, None] & valid_s[None, :], other=0.0).to(DOT_DTYPE)
-            dtf_s = tl.load(dtf_base + s * stride_dtf_l, mask=valid_s, other=0.0).to(tl.float32)
-            cumf_s = tl.load(cumf_ptr + cum_off + offs_k, mask=offs_k < chunk_size, other=0.0)
+            dtf_s, cumf_s = load_decay_rows(dtf_base, stride_dtf_l, s, valid_s, cumf_ptr + cum_off, offs_k, chunk_size)
             lower = (offs_m[:, None] > offs_k[None, :]) & valid_s[None, :]
             decay = tl.exp(tl.where(lower, cumxf_t[:, None] - cumf_s[None, :], float("-inf")))
             mix += tl.dot(Csf, Bf, input_precision=PRECISION) * decay * dtf_s[None, :]
         if k0 + BLOCK_K > m0:  # some s > t: backward triangle
             Bb = tl.load(Bb_base + s[None, :] * stride_Bb_l + offs_n[:, None] * stride_Bb_n,
                          mask=mask_n[:, None] & valid_s[None, :], other=0.0).to(DOT_DTYPE)
-            dtb_s = tl.load(dtb_base + s * stride_dtb_l, mask=valid_s, other=0.0).to(tl.float32)
-            cumb_s = tl.load(cumb_ptr + cum_off + offs_k, mask=offs_k < chunk_size, other=0.0)
+            dtb_s, cumb_s = load_decay_rows(dtb_base, stride_dtb_l, s, valid_s, cumb_ptr + cum_off, offs_k, chunk_size)
             upper = (offs_m[:, None] < offs_k[None, :]) & valid_s[None, :]
             decay = tl.exp(tl.where(upper, cumxb_t[:, None] - cumb_s[None, :], float("-inf")))
             mix += tl.dot(Csb, Bb, input_precision=PRECISION) * decay * dtb_s[None, :]

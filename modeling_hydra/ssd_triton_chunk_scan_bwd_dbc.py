@@ -17,7 +17,7 @@ import torch
 
 from .ssd_chunk_layout import groups_to_heads, pair_decays, shift_rows, to_chunks
 from .ssd_triton_runtime import block_size, dot_config, tl, triton_jit
-from .ssd_triton_tiles import load_shifted_rows, load_state_tiles
+from .ssd_triton_tiles import load_decay_rows, load_shifted_rows, load_state_tiles
 
 
 @triton_jit
@@ -84,8 +84,8 @@ def _chunk_scan_bwd_dc_kernel(
                           mask=mask_p[:, None] & valid_s[None, :], other=0.0).to(DOT_DTYPE)  # (BLOCK_P, BLOCK_K)
             pair = tl.dot(dy_t, x_s, input_precision=PRECISION)  # (BLOCK_M t, BLOCK_K s): dy[t] . x[s]
             if k0 < m0 + BLOCK_M:  # some s < t: forward triangle
-                dtf_s = tl.load(dtf_base + s * stride_dtf_l, mask=valid_s, other=0.0).to(tl.float32)
-                cumf_s = tl.load(cumf_ptr + cum_off + offs_k, mask=offs_k < chunk_size, other=0.0)
+                dtf_s, cumf_s = load_decay_rows(dtf_base, stride_dtf_l, s, valid_s,
+                                                cumf_ptr + cum_off, offs_k, chunk_size)
                 lower = (offs_m[:, None] > offs_k[None, :]) & valid_s[None, :]
                 decay = tl.exp(tl.where(lower, cumxf_t[:, None] - cumf_s[None, :], float("-inf")))
                 Bf = tl.load(Bf_base + s[:, None] * stride_Bf_l + offs_n[None, :] * stride_Bf_n,
@@ -93,8 +93,8 @@ def _chunk_scan_bwd_dc_kernel(
                 weight = (pair * decay * dtf_s[None, :]).to(DOT_DTYPE)
                 grad_f += tl.dot(weight, Bf, input_precision=PRECISION)
             if k0 + BLOCK_K > m0:  # some s > t: backward triangle
-                dtb_s = tl.load(dtb_base + s * stride_dtb_l, mask=valid_s, other=0.0).to(tl.float32)
-                cumb_s = tl.load(cumb_ptr + cum_off + offs_k, mask=offs_k < chunk_size, other=0.0)
+                dtb_s, cumb_s = load_decay_rows(dtb_base, stride_dtb_l, s, valid_s,
+                                                cumb_ptr + cum_off, offs_k, chunk_size)
                 upper = (offs_m[:, None] < offs_k[None, :]) & valid_s[None, :]
                 decay = tl.exp(tl.where(upper, cumxb_t[:, None] - cumb_s[None, :], float("-inf")))
                 Bb = tl.load(Bb_base + s[:, None] * stride_Bb_l + offs_n[None, :] * stride_Bb_n,
@@ -153,10 +153,8 @@ def _chunk_scan_bwd_db_kernel(
         x_s = tl.load(x_ptr + pid_b * stride_x_b + pid_h * stride_x_h + s[:, None] * stride_x_l
                       + offs_p[None, :] * stride_x_p, mask=valid_s[:, None] & mask_p[None, :],
                       other=0.0).to(DOT_DTYPE)
-        dtf_s = tl.load(dtf_base + s * stride_dtf_l, mask=valid_s, other=0.0).to(tl.float32)
-        dtb_s = tl.load(dtb_base + s * stride_dtb_l, mask=valid_s, other=0.0).to(tl.float32)
-        cumf_s = tl.load(cumf_ptr + cum_off + offs_m, mask=offs_m < chunk_size, other=0.0)
-        cumb_s = tl.load(cumb_ptr + cum_off + offs_m, mask=offs_m < chunk_size, other=0.0)
+        dtf_s, cumf_s = load_decay_rows(dtf_base, stride_dtf_l, s, valid_s, cumf_ptr + cum_off, offs_m, chunk_size)
+        dtb_s, cumb_s = load_decay_rows(dtb_base, stride_dtb_l, s, valid_s, cumb_ptr + cum_off, offs_m, chunk_size)
         totf = tl.load(cumf_ptr + cum_off + chunk_size - 1)
         totb = tl.load(cumb_ptr + cum_off)
 

@@ -16,7 +16,7 @@ import torch
 
 from .ssd_chunk_layout import groups_to_heads, pair_decays, shift_rows, to_chunks
 from .ssd_triton_runtime import block_size, dot_config, tl, triton_jit
-from .ssd_triton_tiles import load_shifted_rows, load_state_tiles
+from .ssd_triton_tiles import load_decay_rows, load_shifted_rows, load_state_tiles
 
 
 @triton_jit
@@ -65,10 +65,8 @@ def _chunk_scan_bwd_dx_kernel(
                  + offs_n[None, :] * stride_Bf_n, mask=mask_sn, other=0.0).to(DOT_DTYPE)
     Bb = tl.load(Bb_ptr + pid_b * stride_Bb_b + pid_g * stride_Bb_g + s[:, None] * stride_Bb_l
                  + offs_n[None, :] * stride_Bb_n, mask=mask_sn, other=0.0).to(DOT_DTYPE)
-    dtf_s = tl.load(dtf_base + s * stride_dtf_l, mask=valid_s, other=0.0).to(tl.float32)
-    dtb_s = tl.load(dtb_base + s * stride_dtb_l, mask=valid_s, other=0.0).to(tl.float32)
-    cumf_s = tl.load(cumf_ptr + cum_off + offs_m, mask=offs_m < chunk_size, other=0.0)
-    cumb_s = tl.load(cumb_ptr + cum_off + offs_m, mask=offs_m < chunk_size, other=0.0)
+    dtf_s, cumf_s = load_decay_rows(dtf_base, stride_dtf_l, s, valid_s, cumf_ptr + cum_off, offs_m, chunk_size)
+    dtb_s, cumb_s = load_decay_rows(dtb_base, stride_dtb_l, s, valid_s, cumb_ptr + cum_off, offs_m, chunk_size)
     totf = tl.load(cumf_ptr + cum_off + chunk_size - 1)
     totb = tl.load(cumb_ptr + cum_off)
 

@@ -1,4 +1,5 @@
-"""Tile loaders shared by the Triton chunk-scan kernels: the state tiles of both directions and shifted rows of C."""
+"""Tile loaders shared by the Triton chunk-scan kernels: the state tiles of both directions, shifted rows of C, and
+the step sizes of a block of rows with their in-chunk cumulative log decays."""
 
 from __future__ import annotations
 
@@ -35,3 +36,12 @@ def load_shifted_rows(base, rows, valid, seqlen, stride_l, offs_n, mask_n, strid
         tile = tl.load(base + src[:, None] * stride_l + offs_n[None, :] * stride_n,
                        mask=ok[:, None] & mask_n[None, :], other=0.0)
     return tile
+
+
+@triton_jit
+def load_decay_rows(dt_base, stride_l, rows, valid, cum_base, offs, chunk_size):
+    """Step sizes dt[rows] (float32, zero where not `valid`) and the in-chunk cumulative log decays cum[offs] of one
+    direction; `dt_base` and `cum_base` point at this (batch, head) and (batch, head, chunk)."""
+    dt = tl.load(dt_base + rows * stride_l, mask=valid, other=0.0).to(tl.float32)
+    cum = tl.load(cum_base + offs, mask=offs < chunk_size, other=0.0)
+    return dt, cum
