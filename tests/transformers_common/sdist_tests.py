@@ -60,6 +60,8 @@ def sdist_tests_dir(version: str = transformers.__version__) -> Path:
             if not (tests_dir / "test_modeling_common.py").is_file():  # another process may have finished first
                 shutil.rmtree(tests_dir, ignore_errors=True)
                 staged.rename(tests_dir)
+    except tarfile.TarError as error:
+        raise SdistTestsUnavailable(f"the sdist of transformers {version} is not a readable archive: {error}") from error
     except OSError as error:
         raise SdistTestsUnavailable(f"cannot store transformers' tests in {tests_dir.parent}: {error}") from error
     return tests_dir
