@@ -61,7 +61,7 @@ def sdist_tests_dir(version: str = transformers.__version__) -> Path:
                 shutil.rmtree(tests_dir, ignore_errors=True)
                 staged.rename(tests_dir)
     except tarfile.TarError as error:
-        raise SdistTestsUnavailable(f"the sdist of transformers {version} is not a readable archive: {error}") from error
+        raise SdistTestsUnavailable(f"the sdist of transformers {version} is unreadable: {error}") from error
     except OSError as error:
         raise SdistTestsUnavailable(f"cannot store transformers' tests in {tests_dir.parent}: {error}") from error
     return tests_dir
