@@ -80,6 +80,8 @@ class HydraConfig(PreTrainedConfig):
         is_prenorm=False,
         classifier_pooling="cls",
         ssd_backend="auto",
+        unpad_inputs=True,
+        mixer_recompute="auto",
         tie_word_embeddings=True,
         **kwargs,
     ):
@@ -112,6 +114,8 @@ class HydraConfig(PreTrainedConfig):
         self.is_prenorm = is_prenorm
         self.classifier_pooling = classifier_pooling
         self.ssd_backend = ssd_backend
+        self.unpad_inputs = unpad_inputs
+        self.mixer_recompute = mixer_recompute
         self.tie_word_embeddings = tie_word_embeddings
         super().__init__(pad_token_id=pad_token_id, **kwargs)
         self.validate_hydra()

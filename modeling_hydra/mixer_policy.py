@@ -1,0 +1,74 @@
+"""The one place that decides how the Hydra mixer runs: chunk length, compute dtype and recompute.
+
+None of these choices changes what the model computes (tests check the results against a float64 oracle at many
+chunk lengths and with recompute on and off); they only trade time against memory. The backend choice lives in
+`ssd_backends.py`, the registry of SSD kernels.
+
+- **Chunk length** (`ssd_chunk_length`). `config.chunk_size` is the largest chunk any backend uses. The Triton
+  kernels take a power of two in [16, 256]: the next power of two covering the sequence, capped at `chunk_size`.
+  The torch path aims for at most `_TORCH_MAX_CHUNKS` chunks per row (its chunk-to-chunk state passing is one
+  (chunks x chunks) matrix product) and for chunks no longer than the sequences they hold (a padding-free row of
+  13-token sentences uses 16-token chunks, not 64), and never exceeds `_TORCH_MAX_CHUNK` on CPU, where longer chunks
+  cost more in the (chunk x chunk) intra-chunk work than they save. Under tracing, `torch.export` and
+  `torch.compile`, the chunk length must not depend on the sequence length: `_STATIC_CHUNK` is used.
+- **Compute dtype** (`ssd_compute_dtype`): the SSD, the decays and the gated norm accumulate in float32 for
+  float32/bfloat16/float16 activations and in float64 for float64 ones.
+- **Recompute** (`recompute_mixer`, from `config.mixer_recompute`): "always" recomputes everything between the
+  mixer's two projections in the backward pass (a layer then keeps only its in_proj output and out_proj input);
+  "never" stores the intermediates; "auto" recomputes when a step holds more than `_RECOMPUTE_MIN_TOKENS` tokens
+  (padded batches count their padding): below that the stored intermediates are small and recomputation would
+  only cost time (measured in BENCHMARKS.md). `model.gradient_checkpointing_enable()` is independent of this: it
+  recomputes whole layers.
+"""
+
+import torch
+
+_TORCH_MAX_CHUNKS = 64
+_TORCH_MIN_CHUNK = 16
+_TORCH_MAX_CHUNK = 64  # on CPU; on GPUs up to config.chunk_size
+_STATIC_CHUNK = 64
+_TRITON_MIN_CHUNK, _TRITON_MAX_CHUNK = 16, 256
+_RECOMPUTE_MIN_TOKENS = 16384
+
+
+def is_tracing() -> bool:
+    """True under torch.jit tracing/scripting, torch.export and torch.compile: code must then be shape-static."""
+    return torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling()
+
+
+def _next_power_of_two(n: int) -> int:
+    return 1 << max(n - 1, 0).bit_length()
+
+
+def ssd_chunk_length(backend: str, chunk_size: int, seqlen: int, mean_sequence_length: float,
+                     device: torch.device) -> int:
+    """Chunk length of the SSD for one call.
+
+    backend: the resolved backend name ("torch", "triton" or "mamba_ssm"); chunk_size: `config.chunk_size`;
+    seqlen: the row length; mean_sequence_length: the mean length of the sequences in a row (seqlen for padded
+    batches, less for padding-free rows holding several sequences).
+    """
+    if backend == "triton":
+        return min(max(_TRITON_MIN_CHUNK, _next_power_of_two(seqlen)), _TRITON_MAX_CHUNK, chunk_size)
+    if backend == "mamba_ssm":
+        return chunk_size
+    if is_tracing():
+        return min(_STATIC_CHUNK, chunk_size)
+    cap = min(chunk_size, _TORCH_MAX_CHUNK) if device.type == "cpu" else chunk_size
+    by_sequence = _next_power_of_two(max(1, int(mean_sequence_length)))
+    by_count = _next_power_of_two(-(-seqlen // _TORCH_MAX_CHUNKS))
+    return max(1, min(cap, max(_TORCH_MIN_CHUNK, by_sequence, by_count)))
+
+
+def ssd_compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Accumulation dtype of the SSD and the gated norm for activations of `dtype`."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def recompute_mixer(policy: str, num_tokens: int) -> bool:
+    """Whether the mixer interior is recomputed in backward, for `config.mixer_recompute` and a step's token count."""
+    if policy == "always":
+        return True
+    if policy == "never":
+        return False
+    return num_tokens > _RECOMPUTE_MIN_TOKENS
