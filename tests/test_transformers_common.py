@@ -12,6 +12,7 @@ import unittest
 import warnings
 
 import pytest
+import torch
 from transformers import PreTrainedConfig
 
 from conftest import MODEL_CLASSES
@@ -49,6 +50,9 @@ class HydraCommonModelTest(modeling_common.ModelTesterMixin, unittest.TestCase):
         registration = contextlib.ExitStack()
         registration.enter_context(hydra_in_transformers_auto_mappings())
         cls.addClassCleanup(registration.close)
+        # one intra-op thread: the tiny models gain nothing from more, and lose a lot on a busy machine
+        cls.addClassCleanup(torch.set_num_threads, torch.get_num_threads())
+        torch.set_num_threads(1)
 
     def setUp(self):
         self.model_tester = HydraModelTester(self)
