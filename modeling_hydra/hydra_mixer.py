@@ -25,11 +25,9 @@ class HydraRMSNormGated(nn.Module):
 
     def forward(self, hidden_states: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
         dtype = hidden_states.dtype
-        hidden_states = hidden_states.to(ssd_compute_dtype(dtype))
-        variance = hidden_states.pow(2).mean(-1, keepdim=True)
-        hidden_states = hidden_states * torch.rsqrt(variance + self.eps)
-        hidden_states = hidden_states * self.weight.to(hidden_states.dtype) * F.silu(gate.to(hidden_states.dtype))
-        return hidden_states.to(dtype)
+        compute = ssd_compute_dtype(dtype)
+        normed = F.rms_norm(hidden_states.to(compute), (hidden_states.shape[-1],), self.weight.to(compute), self.eps)
+        return (normed * F.silu(gate.to(compute))).to(dtype)
 
 
 class HydraMixer(nn.Module):
@@ -81,24 +79,22 @@ class HydraMixer(nn.Module):
             self.dt_bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # softplus^-1(dt)
 
     def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                seq_idx: torch.Tensor | None = None, mean_sequence_length: float | None = None) -> torch.Tensor:
+                seq_idx: torch.Tensor | None = None) -> torch.Tensor:
         """hidden_states: (batch, seqlen, hidden_size); attention_mask: None or (batch, seqlen) bool, True at real
-        tokens; seq_idx: None or (batch, seqlen) int, non-decreasing sequence ids of padding-free rows;
-        mean_sequence_length: mean length of the rows' sequences (a hint for the chunk length; seqlen when None).
+        tokens; seq_idx: None or (batch, seqlen) int, non-decreasing sequence ids of padding-free rows.
 
         In training, `mixer_policy.recompute_mixer` decides whether everything between the two projections is
         recomputed in the backward pass instead of being stored.
         """
         zxbcdt = self.in_proj(hidden_states)  # (batch, seqlen, d_inner + conv_dim + 2 * nheads)
-        args = (zxbcdt, attention_mask, seq_idx, mean_sequence_length)
         if (torch.is_grad_enabled() and zxbcdt.requires_grad
                 and recompute_mixer(self.config.mixer_recompute, zxbcdt.shape[0] * zxbcdt.shape[1])):
-            y = checkpoint(self._mix, *args, use_reentrant=False)
+            y = checkpoint(self._mix, zxbcdt, attention_mask, seq_idx, use_reentrant=False)
         else:
-            y = self._mix(*args)
+            y = self._mix(zxbcdt, attention_mask, seq_idx)
         return self.out_proj(y)
 
-    def _mix(self, zxbcdt, attention_mask, seq_idx, mean_sequence_length) -> torch.Tensor:
+    def _mix(self, zxbcdt, attention_mask, seq_idx) -> torch.Tensor:
         """Convolution, bidirectional SSD and gated norm: (batch, seqlen, in_proj width) -> (batch, seqlen, d_inner)."""
         batch, seqlen, _ = zxbcdt.shape
         H, P, G, N = self.nheads, self.headdim, self.ngroups, self.d_state
@@ -113,7 +109,7 @@ class HydraMixer(nn.Module):
         keep = attention_mask.unsqueeze(-1) if attention_mask is not None else None  # (batch, seqlen, 1) bool
         if keep is not None:
             xBC = torch.where(keep, xBC, 0.0)
-        taps = boundary_taps(seq_idx, self.conv1d.kernel_size[0]) if seq_idx is not None else None
+        taps = boundary_taps(seq_idx, self.conv1d.kernel_size[0], xBC.dtype) if seq_idx is not None else None
         xBC = F.silu(depthwise_conv1d(xBC, self.conv1d.weight[:, 0], self.conv1d.bias, taps))  # (b, L, conv_dim)
         x, B_f, C_f, B_b, C_b = torch.split(xBC, [self.d_inner, G * N, G * N, G * N, G * N], dim=-1)
 
@@ -127,9 +123,7 @@ class HydraMixer(nn.Module):
 
         A = -torch.exp(self.A_log.to(ssd_compute_dtype(zxbcdt.dtype)))  # (nheads,)
         diag = self.fc_D(x) + self.D  # (batch, seqlen, nheads)
-        chunk = ssd_chunk_length(backend.name, self.chunk_size, seqlen,
-                                 mean_sequence_length if mean_sequence_length is not None else seqlen,
-                                 zxbcdt.device)
+        chunk = ssd_chunk_length(backend.name, self.chunk_size, seqlen)
         y = ssd(
             x.reshape(batch, seqlen, H, P), dt_f, dt_b, A,
             B_f.reshape(batch, seqlen, G, N), C_f.reshape(batch, seqlen, G, N),

@@ -5,12 +5,12 @@ chunk lengths and with recompute on and off); they only trade time against memor
 `ssd_backends.py`, the registry of SSD kernels.
 
 - **Chunk length** (`ssd_chunk_length`). `config.chunk_size` is the largest chunk any backend uses. The Triton
-  kernels take a power of two in [16, 256]: the next power of two covering the sequence, capped at `chunk_size`.
-  The torch path aims for at most `_TORCH_MAX_CHUNKS` chunks per row (its chunk-to-chunk state passing is one
-  (chunks x chunks) matrix product) and for chunks no longer than the sequences they hold (a padding-free row of
-  13-token sentences uses 16-token chunks, not 64), and never exceeds `_TORCH_MAX_CHUNK` on CPU, where longer chunks
-  cost more in the (chunk x chunk) intra-chunk work than they save. Under tracing, `torch.export` and
-  `torch.compile`, the chunk length must not depend on the sequence length: `_STATIC_CHUNK` is used.
+  kernels take a power of two in [16, 256]: the next power of two covering the row, capped at `chunk_size`. The torch
+  path runs a row of up to `_TORCH_ONE_CHUNK` tokens as a single chunk (if `chunk_size` allows) (no state passing at all: padding-free rows of
+  GLUE sentences are laid out in such rows, see `sequence_layout.py`); longer rows use chunks of
+  `_TORCH_CHUNK` tokens, longer where that keeps the number of chunks at most `_TORCH_MAX_CHUNKS` (the chunk-to-chunk
+  state passing is one (chunks x chunks) product), capped at `chunk_size`. Under tracing, `torch.export` and
+  `torch.compile` the chunk length must not depend on the sequence length: `_TORCH_CHUNK` is used.
 - **Compute dtype** (`ssd_compute_dtype`): the SSD, the decays and the gated norm accumulate in float32 for
   float32/bfloat16/float16 activations and in float64 for float64 ones.
 - **Recompute** (`recompute_mixer`, from `config.mixer_recompute`): "always" recomputes everything between the
@@ -23,10 +23,9 @@ chunk lengths and with recompute on and off); they only trade time against memor
 
 import torch
 
+_TORCH_ONE_CHUNK = 256
+_TORCH_CHUNK = 64
 _TORCH_MAX_CHUNKS = 64
-_TORCH_MIN_CHUNK = 16
-_TORCH_MAX_CHUNK = 64  # on CPU; on GPUs up to config.chunk_size
-_STATIC_CHUNK = 64
 _TRITON_MIN_CHUNK, _TRITON_MAX_CHUNK = 16, 256
 _RECOMPUTE_MIN_TOKENS = 16384
 
@@ -40,24 +39,17 @@ def _next_power_of_two(n: int) -> int:
     return 1 << max(n - 1, 0).bit_length()
 
 
-def ssd_chunk_length(backend: str, chunk_size: int, seqlen: int, mean_sequence_length: float,
-                     device: torch.device) -> int:
-    """Chunk length of the SSD for one call.
-
-    backend: the resolved backend name ("torch", "triton" or "mamba_ssm"); chunk_size: `config.chunk_size`;
-    seqlen: the row length; mean_sequence_length: the mean length of the sequences in a row (seqlen for padded
-    batches, less for padding-free rows holding several sequences).
-    """
+def ssd_chunk_length(backend: str, chunk_size: int, seqlen: int) -> int:
+    """Chunk length of the SSD for rows of `seqlen` tokens on `backend` ("torch", "triton" or "mamba_ssm")."""
     if backend == "triton":
         return min(max(_TRITON_MIN_CHUNK, _next_power_of_two(seqlen)), _TRITON_MAX_CHUNK, chunk_size)
     if backend == "mamba_ssm":
         return chunk_size
     if is_tracing():
-        return min(_STATIC_CHUNK, chunk_size)
-    cap = min(chunk_size, _TORCH_MAX_CHUNK) if device.type == "cpu" else chunk_size
-    by_sequence = _next_power_of_two(max(1, int(mean_sequence_length)))
-    by_count = _next_power_of_two(-(-seqlen // _TORCH_MAX_CHUNKS))
-    return max(1, min(cap, max(_TORCH_MIN_CHUNK, by_sequence, by_count)))
+        return min(_TORCH_CHUNK, chunk_size)
+    if seqlen <= _TORCH_ONE_CHUNK:
+        return min(seqlen, chunk_size)
+    return min(chunk_size, max(_TORCH_CHUNK, _next_power_of_two(-(-seqlen // _TORCH_MAX_CHUNKS))))
 
 
 def ssd_compute_dtype(dtype: torch.dtype) -> torch.dtype:

@@ -59,12 +59,11 @@ class HydraLayer(GradientCheckpointingLayer):
         self.norm = nn.LayerNorm(config.hidden_size, eps=1e-5)
         self.is_prenorm = config.is_prenorm
 
-    def forward(self, hidden_states, attention_mask=None, seq_idx=None, mean_sequence_length=None):
-        """hidden_states: (batch, seqlen, hidden); attention_mask / seq_idx / mean_sequence_length: see HydraMixer."""
+    def forward(self, hidden_states, attention_mask=None, seq_idx=None):
+        """hidden_states: (batch, seqlen, hidden); attention_mask, seq_idx: see HydraMixer."""
         if self.is_prenorm:
-            mixed = self.mixer(self.norm(hidden_states), attention_mask, seq_idx, mean_sequence_length)
-            return hidden_states + mixed
-        return self.norm(hidden_states + self.mixer(hidden_states, attention_mask, seq_idx, mean_sequence_length))
+            return hidden_states + self.mixer(self.norm(hidden_states), attention_mask, seq_idx)
+        return self.norm(hidden_states + self.mixer(hidden_states, attention_mask, seq_idx))
 
 
 class HydraEncoder(nn.Module):
@@ -76,12 +75,10 @@ class HydraEncoder(nn.Module):
         if config.is_prenorm:
             self.norm_f = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
-    def forward(self, hidden_states, attention_mask=None, seq_idx=None, mean_sequence_length=None,
-                output_hidden_states=False):
+    def forward(self, hidden_states, attention_mask=None, seq_idx=None, output_hidden_states=False):
         all_hidden_states = (hidden_states,) if output_hidden_states else None
         for i, layer in enumerate(self.layer):
-            hidden_states = layer(hidden_states, attention_mask=attention_mask, seq_idx=seq_idx,
-                                  mean_sequence_length=mean_sequence_length)
+            hidden_states = layer(hidden_states, attention_mask=attention_mask, seq_idx=seq_idx)
             if i == len(self.layer) - 1 and hasattr(self, "norm_f"):
                 hidden_states = self.norm_f(hidden_states)
             if output_hidden_states:
@@ -328,18 +325,13 @@ class HydraModel(HydraPreTrainedModel):
             hidden_states = self.embeddings(layout.gather(input_ids), layout.gather(token_type_ids),
                                             layout.gather(position_ids), layout.gather(inputs_embeds))
             hidden_states, all_hidden_states = self.encoder(hidden_states, seq_idx=layout.seq_idx,
-                                                            mean_sequence_length=layout.mean_length,
                                                             output_hidden_states=output_hidden_states)
             hidden_states = layout.scatter(hidden_states)
             if all_hidden_states is not None:
                 all_hidden_states = tuple(layout.scatter(h) for h in all_hidden_states)
         else:
-            mean_length = None
-            if seq_ids is not None and not tracing:
-                mean_length = batch * seqlen / global_sequence_ids(seq_ids)[2]
             hidden_states = self.embeddings(input_ids, token_type_ids, position_ids, inputs_embeds)
             hidden_states, all_hidden_states = self.encoder(hidden_states, attention_mask=mask, seq_idx=seq_ids,
-                                                            mean_sequence_length=mean_length,
                                                             output_hidden_states=output_hidden_states)
         pooled = self.pooler(hidden_states, mask, seq_ids) if self.pooler is not None else None
 

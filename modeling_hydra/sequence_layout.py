@@ -134,39 +134,69 @@ def sequence_starts(ids: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class Unpadded:
-    """The real tokens of a padded batch as one padding-free row.
+    """The real tokens of a padded batch, re-laid without padding.
 
-    indices: (total,) flat positions (over batch * seqlen) of the real tokens; seq_idx: (1, total) int32 row ids;
-    mean_length: mean number of real tokens per non-empty row (a chunk-length hint).
+    Whole sequences are packed in order into rows of `width` slots (next fit), so that a row holds several short
+    sequences and no sequence is split; the slots left at a row's end form one more, inert sequence. When the
+    longest sequence is longer than `MAX_BIN_WIDTH`, all sequences share one row of exactly the real tokens.
+
+    src: (total,) flat positions (over batch * seqlen) of the real tokens; dest: (total,) their flat slots (over
+    rows * width); seq_idx: (rows, width) int32, non-decreasing along each row.
     """
 
-    indices: torch.Tensor
+    src: torch.Tensor
+    dest: torch.Tensor
     seq_idx: torch.Tensor
-    mean_length: float
     batch: int
     seqlen: int
 
     def gather(self, t: torch.Tensor | None) -> torch.Tensor | None:
-        """(batch, seqlen, ...) -> (1, total, ...)."""
-        return None if t is None else t.flatten(0, 1)[self.indices].unsqueeze(0)
+        """(batch, seqlen, ...) -> (rows, width, ...), zeros in the unused slots."""
+        if t is None:
+            return None
+        rows, width = self.seq_idx.shape
+        flat = t.new_zeros((rows * width, *t.shape[2:])).index_copy(0, self.dest, t.flatten(0, 1)[self.src])
+        return flat.view(rows, width, *t.shape[2:])
 
     def scatter(self, t: torch.Tensor) -> torch.Tensor:
-        """(1, total, ...) -> (batch, seqlen, ...), zeros at padded positions."""
-        flat = t.new_zeros((self.batch * self.seqlen, *t.shape[2:])).index_copy(0, self.indices, t[0])
+        """(rows, width, ...) -> (batch, seqlen, ...), zeros at padded positions."""
+        real = t.flatten(0, 1)[self.dest]
+        flat = t.new_zeros((self.batch * self.seqlen, *t.shape[2:])).index_copy(0, self.src, real)
         return flat.view(self.batch, self.seqlen, *t.shape[2:])
 
 
+MAX_BIN_WIDTH = 256
+
+
 def unpad(mask: torch.Tensor) -> Unpadded | None:
-    """The padding-free layout of a (batch, seqlen) bool mask, or None when a row has holes."""
+    """The padding-free layout of a (batch, seqlen) bool mask; None when a row has holes or no row has a token."""
     batch, seqlen = mask.shape
     edges = (F.pad(mask, (1, 1)).int().diff(dim=1) != 0).sum(1)  # 2 for one run of real tokens, 0 for none
-    lengths = mask.sum(1)
-    if bool((edges > 2).any()):
+    lengths_t = mask.sum(1)
+    first_t = mask.int().argmax(1)  # (batch,) first real position of each row
+    stats = torch.cat([lengths_t, (edges > 2).any().view(1)]).tolist()  # one host sync
+    lengths, holes = stats[:-1], stats[-1]
+    total = sum(lengths)
+    if holes or total == 0:
         return None
-    indices = mask.flatten().nonzero().squeeze(-1)
-    seq_idx = torch.repeat_interleave(torch.arange(batch, device=mask.device, dtype=torch.int32), lengths)
-    rows = int((lengths > 0).sum())
-    return Unpadded(indices, seq_idx.unsqueeze(0), indices.numel() / max(rows, 1), batch, seqlen)
+    longest = max(lengths)
+    width = max(16, 1 << (longest - 1).bit_length())
+    if width > MAX_BIN_WIDTH:
+        width = total
+    base, row, used = [], 0, 0
+    for n in lengths:  # next fit
+        if n and used + n > width:
+            row, used = row + 1, 0
+        base.append(row * width + used)
+        used += n
+    rows = row + 1
+    device = mask.device
+    src = mask.flatten().nonzero().squeeze(-1)  # (total,)
+    owner = torch.div(src, seqlen, rounding_mode="floor")  # (total,) row of each real token
+    dest = torch.tensor(base, device=device)[owner] + (src - owner * seqlen - first_t[owner])
+    slots = torch.arange(rows * width, device=device)
+    seq_idx = (batch + torch.div(slots, width, rounding_mode="floor")).index_copy(0, dest, owner)
+    return Unpadded(src, dest, seq_idx.view(rows, width).to(torch.int32), batch, seqlen)
 
 
 def global_sequence_ids(ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:

@@ -21,7 +21,7 @@ of large prefix sums only touches terms that are already damped by exp(-|sum|) (
 import torch
 import torch.nn.functional as F
 
-from .mixer_policy import ssd_compute_dtype
+from .mixer_policy import is_tracing, ssd_compute_dtype
 
 # Floor of dt inside log(dt): dt = 0 (padding) then contributes exp(-87) * x = 0 since x = 0 there as well.
 _LOG_DT_FLOOR = 1e-38
@@ -80,34 +80,38 @@ def ssd_bidirectional_torch(x, dt_f, dt_b, A, B_f, C_f, B_b, C_b, diag, chunk_si
     tot_f, tot_b = cum_f[..., -1], cum_b[..., -1]  # (b, T, H)
 
     idx = torch.arange(Q, device=x.device)
-    lower = idx[:, None] > idx[None, :]  # (Q, Q): s < t, the forward triangle
+    lower = (idx[:, None] > idx[None, :]).to(dtype)  # (Q, Q) 1 where s < t (the forward triangle), else 0
+    # Additive mask of the intra-chunk exponents: 0 where row t reads input s, -inf on the diagonal and across
+    # sequence boundaries. (Arithmetic masks: torch.where with broadcast conditions is several times slower on CPU.)
     off_diagonal = idx[:, None] != idx[None, :]
     if seq_idx is None:
-        same = None
-        keep = off_diagonal
+        seq = None
+        mask_bias = torch.zeros((), dtype=dtype, device=x.device).masked_fill(~off_diagonal, float("-inf"))
     else:
         seq = torch.cat([seq_idx, seq_idx[:, -1:].expand(batch, pad)], dim=1).view(batch, T, Q)  # pad: last id
         same = seq[..., :, None] == seq[..., None, :]  # (b, T, Q, Q)
-        keep = (same & off_diagonal).unsqueeze(2)  # (b, T, 1, Q, Q)
+        mask_bias = torch.zeros((), dtype=dtype, device=x.device).masked_fill(~(same & off_diagonal), float("-inf"))
+        mask_bias = mask_bias.unsqueeze(2)  # (b, T, 1, Q, Q)
 
     # --- intra-chunk: lower triangle exp(cumx_f[t] - cum_f[s]) dt_f[s], upper exp(cumx_b[s] - cum_b[t]) dt_b[s],
     # one exponent per (head, t, s) so that both directions cost a single exp; the diagonal holds diag ---
-    log_dt_f = torch.log(dt_fc.clamp(min=_LOG_DT_FLOOR))
-    log_dt_b = torch.log(dt_bc.clamp(min=_LOG_DT_FLOOR))
-    row = torch.where(lower, cumx_f[..., :, None], -cum_b[..., :, None])  # (b, T, H, Q, Q)
-    seg = row + torch.where(lower, (log_dt_f - cum_f)[..., None, :], (log_dt_b + cumx_b)[..., None, :])
-    decay = torch.exp(torch.where(keep, seg, float("-inf")))
-    CB = torch.where(lower, C_fc @ Bt_f, C_bc @ Bt_b)  # (b, T, G, Q, Q)
-    M = (decay.view(batch, T, ngroups, hpg, Q, Q) * CB[:, :, :, None]).view(batch, T, nheads, Q, Q)
+    col_f = torch.log(dt_fc.clamp(min=_LOG_DT_FLOOR)) - cum_f  # (b, T, H, Q)
+    col_b = torch.log(dt_bc.clamp(min=_LOG_DT_FLOOR)) + cumx_b
+    row = torch.lerp(-cum_b[..., :, None], cumx_f[..., :, None], lower)  # (b, T, H, Q, Q)
+    seg = row + torch.lerp(col_b[..., None, :], col_f[..., None, :], lower) + mask_bias
+    CB = torch.lerp(C_bc @ Bt_b, C_fc @ Bt_f, lower)  # (b, T, G, Q, Q)
+    M = (torch.exp(seg).view(batch, T, ngroups, hpg, Q, Q) * CB[:, :, :, None]).view(batch, T, nheads, Q, Q)
     M.diagonal(dim1=-2, dim2=-1).copy_(diag_c)
     y = (M @ x_c.transpose(2, 3)).transpose(2, 3)  # (b, T, Q, H, P)
+    if T == 1 and not is_tracing():  # one chunk per row: no state to pass (a traced graph must serve any length)
+        return y.reshape(batch, Q, nheads, headdim)[:, :seqlen].to(x.dtype)
 
     # --- each chunk's own states: forward at its end (inputs of its last token's sequence), backward at its start ---
     w_f = torch.exp(tot_f[..., None] - cum_f) * dt_fc  # (b, T, H, Q) weight of input s in the chunk-end state
     w_b = torch.exp(cumx_b) * dt_bc  # weight of input s in the chunk-start state
-    if same is not None:
-        w_f = torch.where(same[:, :, None, -1, :], w_f, 0.0)
-        w_b = torch.where(same[:, :, None, 0, :], w_b, 0.0)
+    if seq is not None:
+        w_f = w_f * (seq == seq[..., -1:]).unsqueeze(2)
+        w_b = w_b * (seq == seq[..., :1]).unsqueeze(2)
     by_group = lambda t: t.view(batch, T, Q, ngroups, hpg * headdim).transpose(2, 3)  # (b, T, G, Q, hpg * P)
     local_f = Bt_f @ by_group(x_c * w_f.transpose(2, 3)[..., None])  # (b, T, G, N, hpg * P)
     local_b = Bt_b @ by_group(x_c * w_b.transpose(2, 3)[..., None])
@@ -137,8 +141,8 @@ def ssd_bidirectional_torch(x, dt_f, dt_b, A, B_f, C_f, B_b, C_b, diag, chunk_si
     o_f = torch.exp(cumx_f)  # (b, T, H, Q) decay from the chunk start to row t (shifted)
     o_b = torch.exp(tot_b[..., None] - cum_b)
     if seq_idx is not None:
-        o_f = torch.where((seq == _exclusive(last)[..., None])[:, :, None], o_f, 0.0)
-        o_b = torch.where((seq == next_first[..., None])[:, :, None], o_b, 0.0)
+        o_f = o_f * (seq == _exclusive(last)[..., None]).unsqueeze(2)
+        o_b = o_b * (seq == next_first[..., None]).unsqueeze(2)
     tokens = lambda t: t.transpose(2, 3).reshape(batch, T, Q, nheads, headdim)  # inverse of by_group
     y = torch.addcmul(y, tokens(C_fc @ enter_f), o_f.transpose(2, 3)[..., None])
     y = torch.addcmul(y, tokens(C_bc @ enter_b), o_b.transpose(2, 3)[..., None])
