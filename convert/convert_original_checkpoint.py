@@ -589,6 +589,10 @@ def convert_original_checkpoint(checkpoint, output_dir, *, original_config=None,
     config = build_hydra_config(fields, num_labels)
     check_config_against_shapes(config, fields, state)
     model = build_converted_model(config, task, state, DTYPES[dtype])
+    overflowed = [name for name, tensor in model.state_dict().items() if not torch.isfinite(tensor).all()]
+    if overflowed:
+        raise ConversionError(f"--dtype {dtype} cannot hold the checkpoint's values: {_listed(overflowed)} overflow "
+                              "to infinity; use float32 or bfloat16.")
 
     card_fields = dict(
         model_id=model_id or default_model_id,

@@ -431,6 +431,14 @@ def test_non_finite_weights_are_refused_naming_the_tensor(tmp_path, capsys):
                           "bert.encoder.layer.1.layer.mixer.D (1 of 8 values)", "bert.embeddings.LayerNorm.bias")
 
 
+def test_weights_that_overflow_the_chosen_dtype_are_refused(tmp_path, capsys):
+    state = original_state_dict(ORIGINAL_CONFIG, "mlm")
+    state["bert.encoder.layer.0.layer.mixer.out_proj.weight"][0, 0] = 1e5  # float16 ends at 65504
+    code, out = convert(tmp_path, state, ORIGINAL_CONFIG, "--dtype", "float16")
+    assert_failed_cleanly(code, capsys, out, "--dtype float16", "hydra.encoder.layer.0.mixer.out_proj.weight")
+    assert convert(tmp_path, state, ORIGINAL_CONFIG, "--dtype", "bfloat16")[0] == 0
+
+
 def test_binary_original_config_is_refused_naming_the_file(tmp_path, capsys):
     ckpt = tmp_path / "model.pt"
     save_checkpoint(original_state_dict(ORIGINAL_CONFIG, "mlm"), ckpt, "state dict", False)
