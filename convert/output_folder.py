@@ -112,21 +112,19 @@ def replace_folder(output_dir: Path, fill):
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=temporary_prefix(output_dir), dir=output_dir.parent))
     backup = tmp.with_name(tmp.name + BACKUP_SUFFIX)
-    swapped = False
+    in_place = False
     try:
         fill(tmp)
         _finish_contents(tmp)
         if not output_dir.exists():
             tmp.rename(output_dir)
-        elif _exchange(tmp, output_dir):
-            swapped = True  # tmp now holds the old folder
-        else:
+        elif not _exchange(tmp, output_dir):  # on success tmp holds the old folder
             output_dir.rename(backup)
             tmp.rename(output_dir)  # a kill just before this line is undone by recover_interrupted_run
-            swapped = True
+        in_place = True
         _fsync_folder(output_dir.parent)
     except BaseException:
-        if not swapped:
+        if not in_place:
             shutil.rmtree(tmp, ignore_errors=True)
             if backup.is_dir() and not os.path.lexists(output_dir):
                 backup.rename(output_dir)
