@@ -14,7 +14,6 @@ from .config_field_rules import (
     real,
 )
 
-SSD_BACKENDS = ("auto", "torch", "triton", "mamba_ssm")
 CLASSIFIER_POOLING = ("cls", "mean")
 MIXER_RECOMPUTE = ("auto", "always", "never")
 # Largest accepted dt_max: a step of 1000 already makes a decay exp(A * dt) (A <= -1 at init) underflow to 0 even in
@@ -101,8 +100,9 @@ class HydraConfig(PreTrainedConfig):
         is_prenorm (`bool`, defaults to False): pre-norm layers plus a final LayerNorm instead of post-norm.
         classifier_pooling (`str`, defaults to `"cls"`): `"cls"` pools the first token, `"mean"` the masked mean
             of all tokens (the original's `pool_all=True`; `pool_all` is accepted as an alias).
-        ssd_backend (`str`, defaults to `"auto"`): kernel of the bidirectional SSD: `"auto"`, `"torch"`,
-            `"triton"` or `"mamba_ssm"`. Can be overridden with `from_pretrained(..., ssd_backend=...)`.
+        ssd_backend (`str`, defaults to `"auto"`): kernel of the bidirectional SSD: `"auto"` or a name of the
+            registry `SSD_BACKENDS` in `modeling_hydra/ssd_backends.py` (`"torch"`, `"triton"`, `"mamba_ssm"`), which
+            is checked when the model is built. Can be overridden with `from_pretrained(..., ssd_backend=...)`.
         unpad_inputs (`bool`, defaults to True): when an attention_mask has padding, eager forward runs the encoder
             on the real tokens only (padding-free); tracing/export always take the masked path.
         mixer_recompute (`str`, defaults to `"auto"`): recompute the mixer interior in backward: `"auto"` decides by
