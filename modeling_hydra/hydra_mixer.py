@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from .depthwise_conv import boundary_taps, depthwise_conv1d
+from .depthwise_conv import depthwise_conv1d
 from .mixer_policy import recompute_mixer, ssd_chunk_length, ssd_compute_dtype
 from .ssd_backends import resolve_ssd_backend
 
@@ -109,8 +109,7 @@ class HydraMixer(nn.Module):
         keep = attention_mask.unsqueeze(-1) if attention_mask is not None else None  # (batch, seqlen, 1) bool
         if keep is not None:
             xBC = torch.where(keep, xBC, 0.0)
-        taps = boundary_taps(seq_idx, self.conv1d.kernel_size[0], xBC.dtype) if seq_idx is not None else None
-        xBC = F.silu(depthwise_conv1d(xBC, self.conv1d.weight[:, 0], self.conv1d.bias, taps))  # (b, L, conv_dim)
+        xBC = F.silu(depthwise_conv1d(xBC, self.conv1d.weight[:, 0], self.conv1d.bias, seq_idx))  # (b, L, conv_dim)
         x, B_f, C_f, B_b, C_b = torch.split(xBC, [self.d_inner, G * N, G * N, G * N, G * N], dim=-1)
 
         dt = F.softplus(dt + self.dt_bias.repeat(2))  # (batch, seqlen, 2 * nheads): [dt_f | dt_b]
