@@ -4,7 +4,7 @@
         --output_dir out/hydra-bert-base [--push_to_hub org/hydra-bert-base]
 
 The input is a composer checkpoint (`{'state': {'model': {'model.<key>': tensor}}, ...}`) or a plain state dict,
-with or without the `model.` prefix (HYDRA_SPEC.md §4). MLM checkpoints become `HydraForMaskedLM`, classification
+with or without the `model.` prefix. MLM checkpoints become `HydraForMaskedLM`, classification
 checkpoints (pooler + classifier) `HydraForSequenceClassification`. The output folder holds config.json (with a
 complete `auto_map`), model.safetensors, the remote-code files, the bert-base-uncased tokenizer shipped in this
 repository and a README.md model card generated from model_cards/.

@@ -13,7 +13,8 @@ from .ssd_backends import resolve_ssd_backend
 
 
 class HydraRMSNormGated(nn.Module):
-    """RMSNorm that normalizes first and gates second: `y / rms(y) * weight * silu(z)` (spec §1 step 7).
+    """RMSNorm that normalizes first and gates second: `y / rms(y) * weight * silu(z)`, eps 1e-5,
+    over all d_inner channels.
 
     Not transformers' `MambaRMSNormGated`, which gates before normalizing.
     """
@@ -31,7 +32,16 @@ class HydraRMSNormGated(nn.Module):
 
 
 class HydraMixer(nn.Module):
-    """Hydra: a bidirectional Mamba-2 mixer whose sequence mixing is a quasiseparable matrix (spec §1).
+    """Hydra: a bidirectional Mamba-2 mixer whose sequence mixing is a quasiseparable matrix.
+
+    For a sequence u (L, d), with d_in = expand * d, H = d_in / headdim heads and G groups of d_state:
+    1. [z | xBC | dt] = in_proj(u), widths d_in | d_in + 4 G d_state | 2 H; xBC = [x | B_f | C_f | B_b | C_b].
+    2. xBC = SiLU(depthwise_conv(xBC)): kernel d_conv, non-causal (zero padding d_conv // 2 on both sides), bias.
+    3. dt_f, dt_b = softplus(dt + dt_bias) (one dt_bias for both directions), A = -exp(A_log).
+    4.-6. y = M x per head with the quasiseparable M of `ssd_torch.py`: a forward scan that reads C_f[t-1], a
+       backward scan that reads C_b[t+1], and the diagonal fc_D(x)[t] + D.
+    7. Gated RMSNorm, normalize then gate: y / rms(y) * weight * SiLU(z).
+    8. out = out_proj(y).
 
     Padding-invariant: with an `attention_mask`, the convolution input and the SSD inputs `x` and `dt` are set to zero
     at padded positions (selected with `torch.where`, so non-finite values there cannot leak), so real tokens see

@@ -16,17 +16,6 @@ import secrets
 _PACKAGE_IMPORT = re.compile(r"^(\s*)from\s+(configuration_hydra|modeling_hydra)\.(\w+)\s+import\s", re.MULTILINE)
 _RELATIVE_IMPORT = re.compile(r"^\s*from\s+\.(\w+)\s+import\s", re.MULTILINE)
 
-AUTO_MAP = {
-    "AutoConfig": "configuration_hydra.HydraConfig",
-    "AutoModel": "modeling_hydra.HydraModel",
-    "AutoModelForMaskedLM": "modeling_hydra.HydraForMaskedLM",
-    "AutoModelForSequenceClassification": "modeling_hydra.HydraForSequenceClassification",
-    "AutoModelForTokenClassification": "modeling_hydra.HydraForTokenClassification",
-    "AutoModelForQuestionAnswering": "modeling_hydra.HydraForQuestionAnswering",
-    "AutoModelForMultipleChoice": "modeling_hydra.HydraForMultipleChoice",
-}
-
-
 def flatten_imports(source: str) -> str:
     """Rewrite imports of our packages into sibling imports: `from pkg.module import X` -> `from .module import X`."""
     return _PACKAGE_IMPORT.sub(lambda m: f"{m.group(1)}from .{m.group(3)} import ", source)

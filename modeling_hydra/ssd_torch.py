@@ -72,11 +72,13 @@ def ssd_bidirectional_torch(x, dt_f, dt_b, A, B_f, C_f, B_b, C_b, diag, chunk_si
     pad = T * Q - seqlen
 
     def chunks(t, before=0, after=0):  # (batch, seqlen', ...) -> (batch, T, Q, ...) in dtype, zero-padded
-        t = F.pad(t.to(dtype), (0, 0) * (t.dim() - 2) + (before, after + pad))
+        t = t.to(dtype)
+        if not (isinstance(pad, int) and before + after + pad == 0):  # a symbolic length (export) always pads
+            t = F.pad(t, (0, 0) * (t.dim() - 2) + (before, after + pad))
         return t.reshape(batch, T, Q, *t.shape[2:])
 
     heads_last = lambda t: chunks(t).transpose(2, 3).contiguous()  # (batch, T, H, Q)
-    x_c = chunks(x)  # (b, T, Q, H, P)
+    x_h = chunks(x).transpose(2, 3).contiguous()  # (b, T, H, Q, P)
     dt_fc, dt_bc, diag_c = heads_last(dt_f), heads_last(dt_b), heads_last(diag)  # (b, T, H, Q)
     # Row t of the forward scan reads C_f[t-1], of the backward scan C_b[t+1]: shift while padding to the grid.
     C_fc = chunks(C_f[:, :-1], before=1).transpose(2, 3)  # (b, T, G, Q, N)
@@ -106,10 +108,10 @@ def ssd_bidirectional_torch(x, dt_f, dt_b, A, B_f, C_f, B_b, C_b, diag, chunk_si
     seg = torch.lerp(col_b[..., None, :] - cum_b[..., :, None], cumx_f[..., :, None] + col_f[..., None, :], lower)
     CB = torch.lerp(C_bc @ Bt_b, C_fc @ Bt_f, lower) * keep  # (b, T, G, Q, Q)
     M = (_exp(seg, upper=True).view(batch, T, ngroups, hpg, Q, Q) * CB[:, :, :, None]).view(batch, T, nheads, Q, Q)
-    y = torch.addcmul((M @ x_c.transpose(2, 3)).transpose(2, 3), x_c, diag_c.transpose(2, 3)[..., None])
-    # y: (b, T, Q, H, P)
+    y = torch.addcmul(M @ x_h, x_h, diag_c[..., None])  # (b, T, H, Q, P)
+    tokens = lambda t: t.transpose(2, 3).reshape(batch, T * Q, nheads, headdim)[:, :seqlen].to(x.dtype)
     if T == 1 and not is_tracing():  # one chunk per row: no state to pass (a traced graph must serve any length)
-        return y.reshape(batch, Q, nheads, headdim)[:, :seqlen].to(x.dtype)
+        return tokens(y)
 
     # --- each chunk's own states: forward at its end (inputs of its last token's sequence), backward at its start ---
     w_f = _exp(tot_f[..., None] - cum_f) * dt_fc  # (b, T, H, Q) weight of input s in the chunk-end state
@@ -117,9 +119,12 @@ def ssd_bidirectional_torch(x, dt_f, dt_b, A, B_f, C_f, B_b, C_b, diag, chunk_si
     if seq is not None:
         w_f = w_f * (seq == seq[..., -1:]).unsqueeze(2)
         w_b = w_b * (seq == seq[..., :1]).unsqueeze(2)
-    by_group = lambda t: t.view(batch, T, Q, ngroups, hpg * headdim).transpose(2, 3)  # (b, T, G, Q, hpg * P)
-    local_f = Bt_f @ by_group(x_c * w_f.transpose(2, 3)[..., None])  # (b, T, G, N, hpg * P)
-    local_b = Bt_b @ by_group(x_c * w_b.transpose(2, 3)[..., None])
+    by_group = lambda t: t.view(batch, T, ngroups, hpg, Q, headdim).transpose(3, 4).reshape(
+        batch, T, ngroups, Q, hpg * headdim)  # (b, T, H, Q, P) -> (b, T, G, Q, hpg * P)
+    by_head = lambda t: t.view(batch, T, ngroups, Q, hpg, headdim).transpose(3, 4).reshape(
+        batch, T, nheads, Q, headdim)  # inverse of by_group
+    local_f = Bt_f @ by_group(x_h * w_f[..., None])  # (b, T, G, N, hpg * P)
+    local_b = Bt_b @ by_group(x_h * w_b[..., None])
 
     # --- states entering each chunk: enter_f[c] = sum_{c' < c} exp(tot_f[c'+1..c-1]) local_f[c'], mirrored for the
     # backward direction; a state only reaches chunks whose boundary token belongs to its sequence ---
@@ -148,7 +153,6 @@ def ssd_bidirectional_torch(x, dt_f, dt_b, A, B_f, C_f, B_b, C_b, diag, chunk_si
     if seq_idx is not None:
         o_f = o_f * (seq == _exclusive(last)[..., None]).unsqueeze(2)
         o_b = o_b * (seq == next_first[..., None]).unsqueeze(2)
-    tokens = lambda t: t.transpose(2, 3).reshape(batch, T, Q, nheads, headdim)  # inverse of by_group
-    y = torch.addcmul(y, tokens(C_fc @ enter_f), o_f.transpose(2, 3)[..., None])
-    y = torch.addcmul(y, tokens(C_bc @ enter_b), o_b.transpose(2, 3)[..., None])
-    return y.reshape(batch, T * Q, nheads, headdim)[:, :seqlen].to(x.dtype)
+    y = torch.addcmul(y, by_head(C_fc @ enter_f), o_f[..., None])
+    y = torch.addcmul(y, by_head(C_bc @ enter_b), o_b[..., None])
+    return tokens(y)

@@ -29,7 +29,7 @@ from convert.convert_original_checkpoint import (
 )
 from model_cards.generate_model_card import main as generate_model_card
 from modeling_hydra import HydraForMaskedLM, HydraForSequenceClassification
-from modeling_hydra.remote_code import AUTO_MAP
+from modeling_hydra.modeling_hydra import AUTO_MAP
 
 SCRIPT = REPO_ROOT / "convert" / "convert_original_checkpoint.py"
 KILL_CHILD = REPO_ROOT / "tests" / "convert_kill_child.py"

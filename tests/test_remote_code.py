@@ -18,7 +18,8 @@ from transformers.dynamic_module_utils import get_imports, get_relative_imports
 from conftest import lay_out_as_hub_cache, perturb_ssm_parameters, tiny_config
 import modeling_hydra.modeling_hydra
 from modeling_hydra import HydraForMaskedLM
-from modeling_hydra.remote_code import AUTO_MAP, remote_code_sources, write_remote_code
+from modeling_hydra.modeling_hydra import AUTO_MAP
+from modeling_hydra.remote_code import remote_code_sources, write_remote_code
 
 pytestmark = pytest.mark.usefixtures("single_thread")  # tiny models: threads only contend
 
