@@ -36,6 +36,16 @@ def oracle_per_sequence(inputs, row_lengths):
     return y
 
 
+def randomize_weights(module, seed=0, scale=0.5):
+    """Every parameter drawn from N(0, scale^2): A far from -1, large steps, strong mixing, so that any crossing of a
+    boundary or any change of path shows in the outputs."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype) * scale)
+    return module
+
+
 def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
     """max |actual - expected| / max(1, max |expected|): absolute for small values, relative for large ones."""
     scale = max(1.0, expected.abs().max().item())

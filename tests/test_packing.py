@@ -10,22 +10,13 @@ from conftest import TOKENIZER_DIR, tiny_config
 from glue_test_helpers import GLUE_SAMPLE, read_official_tsv
 from modeling_hydra import HydraForMaskedLM, HydraForTokenClassification, HydraModel
 from modeling_hydra.hydra_mixer import HydraMixer
-from packing_helpers import ids_from_lengths, relative_error, spans
+from packing_helpers import ids_from_lengths, randomize_weights, relative_error, spans
 from test_ssd_oracle import reference_mixer
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 TOL = {torch.float64: 1e-12, torch.float32: 1e-5}
 LENGTHS = [1, 2, 3, 12, 1, 9, 2]  # 1-3 are shorter than the conv's half-width (3); 12 crosses chunks of 4 and 8
-
-
-def perturbed(module, seed=0):
-    """Random weights of unit scale (A far from -1, large steps) so that every term of the mixer shows."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype) * 0.5)
-    return module
 
 
 def mixer_grads(mixer, u, pieces):
@@ -40,7 +31,7 @@ def mixer_grads(mixer, u, pieces):
 @pytest.mark.parametrize("chunk_size", [4, 8, 256])
 @pytest.mark.parametrize("recompute", ["never", "always"])
 def test_mixer_packed_row_equals_each_sequence_alone(chunk_size, dtype, recompute):
-    mixer = perturbed(HydraMixer(tiny_config(chunk_size=chunk_size, mixer_recompute=recompute))).to(dtype)
+    mixer = randomize_weights(HydraMixer(tiny_config(chunk_size=chunk_size, mixer_recompute=recompute))).to(dtype)
     seqlen = sum(LENGTHS)
     u = torch.randn(1, seqlen, mixer.hidden_size, dtype=dtype)
     w = torch.randn(1, seqlen, mixer.hidden_size, dtype=dtype)
@@ -63,7 +54,8 @@ def test_mixer_packed_row_equals_each_sequence_alone(chunk_size, dtype, recomput
 
 def test_mixer_packed_row_equals_independent_reference():
     """The float64 packed mixer against spec §1 re-implemented with the materialized matrix, per sequence."""
-    mixer = perturbed(HydraMixer(tiny_config(hidden_size=8, headdim=4, d_state=3, d_conv=5, chunk_size=4))).double()
+    config = tiny_config(hidden_size=8, headdim=4, d_state=3, d_conv=5, chunk_size=4)
+    mixer = randomize_weights(HydraMixer(config)).double()
     u = torch.randn(1, sum(LENGTHS), 8, dtype=torch.float64)
     with torch.no_grad():
         packed = mixer(u, seq_idx=ids_from_lengths(LENGTHS)[None])
@@ -100,7 +92,7 @@ def per_token(model, out):
 @pytest.mark.parametrize("model_class", [HydraModel, HydraForMaskedLM, HydraForTokenClassification])
 def test_model_packed_row_equals_each_sequence_alone(model_class, config_name, kind, dtype):
     config = tiny_config(chunk_size=4, num_labels=3, output_hidden_states=True, **MODEL_CONFIGS[config_name])
-    model = perturbed(model_class(config)).to(dtype).eval()
+    model = randomize_weights(model_class(config)).to(dtype).eval()
     ids = torch.randint(1, config.vocab_size, (1, sum(LENGTHS)))
     with torch.no_grad():
         packed = per_token(model, model(ids, **boundary_kwargs(kind, LENGTHS)))
@@ -114,7 +106,7 @@ def test_model_packed_row_equals_each_sequence_alone(model_class, config_name, k
 def test_packed_pooler_gives_one_vector_per_sequence():
     """HydraModel's pooler on a packed row: (num_sequences, hidden), each the pooled output of the sequence alone."""
     for pooling in ("cls", "mean"):
-        model = perturbed(HydraModel(tiny_config(chunk_size=4, classifier_pooling=pooling))).eval()
+        model = randomize_weights(HydraModel(tiny_config(chunk_size=4, classifier_pooling=pooling))).eval()
         ids = torch.randint(1, model.config.vocab_size, (1, sum(LENGTHS)))
         with torch.no_grad():
             pooled = model(ids, **boundary_kwargs("seq_idx", LENGTHS)).pooler_output
@@ -126,7 +118,7 @@ def test_packed_pooler_gives_one_vector_per_sequence():
 def test_packed_gradients_equal_each_sequence_alone():
     """float64 gradients of every parameter of HydraForMaskedLM: one packed row vs the sequences run one by one."""
     config = tiny_config(chunk_size=4, use_position_embeddings=True)
-    model = perturbed(HydraForMaskedLM(config)).double().train()
+    model = randomize_weights(HydraForMaskedLM(config)).double().train()
     ids = torch.randint(1, config.vocab_size, (1, sum(LENGTHS)))
     w = torch.randn(1, sum(LENGTHS), config.vocab_size, dtype=torch.float64)
 
@@ -183,7 +175,7 @@ def test_flattening_collator_equals_padded_batch(model_class, options, tokenizer
     # the masked (padded) path as the independent reference; chunks of 8 so that sequences cross chunks
     config = tiny_config(vocab_size=len(tokenizer), chunk_size=8, num_labels=3, unpad_inputs=False,
                          use_position_embeddings=True)
-    model = perturbed(model_class(config)).eval()
+    model = randomize_weights(model_class(config)).eval()
     flat.pop("labels")  # the collator's labels are causal-LM labels; only the logits are compared
     with torch.no_grad():
         packed_logits = model(**flat).logits[0]  # (total, num_outputs)
