@@ -185,3 +185,40 @@ def test_flattening_collator_equals_padded_batch(model_class, options, tokenizer
     err = relative_error(packed_logits, expected)
     assert err <= TOL[torch.float32], f"{options}: packed logits differ from the padded batch by {err:.2e}"
     assert relative_error(one_sequence_logits, expected) > 1e-2  # the comparison can fail
+
+
+@pytest.mark.parametrize("kind", ["seq_idx", "cu_seq_lens"])
+def test_several_packed_rows(kind):
+    """A batch of two packed rows (every row end a boundary): each sequence gets its stand-alone result."""
+    rows = [[5, 1, 10], [2, 12, 2]]
+    model = randomize_weights(HydraForMaskedLM(tiny_config(chunk_size=4, use_position_embeddings=True))).eval()
+    ids = torch.randint(1, model.config.vocab_size, (2, 16))
+    if kind == "seq_idx":
+        kwargs = {"seq_idx": torch.stack([ids_from_lengths(rows[0]), ids_from_lengths(rows[1], first_id=3)])}
+    else:
+        cu = torch.tensor([0, *rows[0], *rows[1]]).cumsum(0).to(torch.int32)
+        kwargs = {"cu_seq_lens_q": cu, "cu_seq_lens_k": cu}
+    with torch.no_grad():
+        packed = model(ids, **kwargs).logits
+        for b, lengths in enumerate(rows):
+            alone = torch.cat([model(ids[b:b + 1, s:e]).logits for s, e in spans(lengths)], dim=1)
+            assert relative_error(packed[b:b + 1], alone) <= TOL[torch.float32], f"row {b}"
+
+
+def test_packed_rows_with_gradient_checkpointing():
+    """Whole-layer recomputation (`activation_checkpointing_enable()`, `gradient_checkpointing_enable()` before
+    transformers 5.24): the same gradients, boundaries kept."""
+    model = randomize_weights(HydraForMaskedLM(tiny_config(chunk_size=4))).double().train()
+    ids = torch.randint(1, model.config.vocab_size, (1, sum(LENGTHS)))
+    labels = torch.randint(0, model.config.vocab_size, ids.shape)
+    grads = []
+    for checkpointing in (False, True):
+        if checkpointing:
+            enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
+            enable()
+        model.zero_grad()
+        model(ids, labels=labels, **boundary_kwargs("seq_idx", LENGTHS)).loss.backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys()
+    for name in grads[0]:
+        assert relative_error(grads[1][name], grads[0][name]) <= 1e-12, name
