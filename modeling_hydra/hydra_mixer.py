@@ -7,13 +7,14 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from .depthwise_conv import boundary_taps, depthwise_conv1d
+from .depthwise_conv import depthwise_conv1d
 from .mixer_policy import recompute_mixer, ssd_chunk_length, ssd_compute_dtype
 from .ssd_backends import resolve_ssd_backend
 
 
 class HydraRMSNormGated(nn.Module):
-    """RMSNorm that normalizes first and gates second: `y / rms(y) * weight * silu(z)` (spec §1 step 7).
+    """RMSNorm that normalizes first and gates second: `y / rms(y) * weight * silu(z)`, eps 1e-5,
+    over all d_inner channels.
 
     Not transformers' `MambaRMSNormGated`, which gates before normalizing.
     """
@@ -31,7 +32,16 @@ class HydraRMSNormGated(nn.Module):
 
 
 class HydraMixer(nn.Module):
-    """Hydra: a bidirectional Mamba-2 mixer whose sequence mixing is a quasiseparable matrix (spec §1).
+    """Hydra: a bidirectional Mamba-2 mixer whose sequence mixing is a quasiseparable matrix.
+
+    For a sequence u (L, d), with d_in = expand * d, H = d_in / headdim heads and G groups of d_state:
+    1. [z | xBC | dt] = in_proj(u), widths d_in | d_in + 4 G d_state | 2 H; xBC = [x | B_f | C_f | B_b | C_b].
+    2. xBC = SiLU(depthwise_conv(xBC)): kernel d_conv, non-causal (zero padding d_conv // 2 on both sides), bias.
+    3. dt_f, dt_b = softplus(dt + dt_bias) (one dt_bias for both directions), A = -exp(A_log).
+    4.-6. y = M x per head with the quasiseparable M of `ssd_torch.py`: a forward scan that reads C_f[t-1], a
+       backward scan that reads C_b[t+1], and the diagonal fc_D(x)[t] + D.
+    7. Gated RMSNorm, normalize then gate: y / rms(y) * weight * SiLU(z).
+    8. out = out_proj(y).
 
     Padding-invariant: with an `attention_mask`, the convolution input and the SSD inputs `x` and `dt` are set to zero
     at padded positions (selected with `torch.where`, so non-finite values there cannot leak), so real tokens see
@@ -109,8 +119,7 @@ class HydraMixer(nn.Module):
         keep = attention_mask.unsqueeze(-1) if attention_mask is not None else None  # (batch, seqlen, 1) bool
         if keep is not None:
             xBC = torch.where(keep, xBC, 0.0)
-        taps = boundary_taps(seq_idx, self.conv1d.kernel_size[0], xBC.dtype) if seq_idx is not None else None
-        xBC = F.silu(depthwise_conv1d(xBC, self.conv1d.weight[:, 0], self.conv1d.bias, taps))  # (b, L, conv_dim)
+        xBC = F.silu(depthwise_conv1d(xBC, self.conv1d.weight[:, 0], self.conv1d.bias, seq_idx))  # (b, L, conv_dim)
         x, B_f, C_f, B_b, C_b = torch.split(xBC, [self.d_inner, G * N, G * N, G * N, G * N], dim=-1)
 
         dt = F.softplus(dt + self.dt_bias.repeat(2))  # (batch, seqlen, 2 * nheads): [dt_f | dt_b]

@@ -24,7 +24,7 @@ from .hydra_mixer import HydraMixer, HydraRMSNormGated
 from .mixer_policy import is_tracing
 from .sequence_layout import global_sequence_ids, packed_sequence_ids, positions_in_sequence, unpad
 from .ssd_backends import validate_backend_name
-from .remote_code import AUTO_MAP, write_remote_code
+from .remote_code import write_remote_code
 
 logger = logging.get_logger(__name__)
 
@@ -557,12 +557,17 @@ class HydraForMultipleChoice(HydraPreTrainedModel):
         return _head_output(return_dict, MultipleChoiceModelOutput, loss, outputs.hidden_states, logits=logits)
 
 
-__all__ = [
-    "HydraPreTrainedModel",
-    "HydraModel",
-    "HydraForMaskedLM",
-    "HydraForSequenceClassification",
-    "HydraForTokenClassification",
-    "HydraForQuestionAnswering",
-    "HydraForMultipleChoice",
-]
+# Each model class with the transformers Auto class that loads it: the one list behind `__all__` and the `auto_map`
+# that `save_pretrained` writes into config.json.
+_AUTO_CLASSES = {
+    "AutoModel": HydraModel,
+    "AutoModelForMaskedLM": HydraForMaskedLM,
+    "AutoModelForSequenceClassification": HydraForSequenceClassification,
+    "AutoModelForTokenClassification": HydraForTokenClassification,
+    "AutoModelForQuestionAnswering": HydraForQuestionAnswering,
+    "AutoModelForMultipleChoice": HydraForMultipleChoice,
+}
+AUTO_MAP = {"AutoConfig": f"configuration_hydra.{HydraConfig.__name__}",
+            **{auto: f"modeling_hydra.{cls.__name__}" for auto, cls in _AUTO_CLASSES.items()}}
+
+__all__ = ["HydraPreTrainedModel", *(cls.__name__ for cls in _AUTO_CLASSES.values())]

@@ -23,8 +23,19 @@ import torch.nn.functional as F
 
 from .mixer_policy import is_tracing, ssd_compute_dtype
 
-# Floor of dt inside log(dt): dt = 0 (padding) then contributes exp(-87) * x = 0 since x = 0 there as well.
+# Floor of dt inside log(dt): dt = 0 (padding) then contributes exp(_EXP_FLOOR) * x = 0 since x = 0 there as well.
 _LOG_DT_FLOOR = 1e-38
+_EXP_FLOOR, _EXP_CAP = -80.0, 80.0
+
+
+def _exp(exponent: torch.Tensor, upper: bool = False) -> torch.Tensor:
+    """exp of decay exponents, floored at exp(_EXP_FLOOR) ~ 2e-35 (and, with `upper`, capped at exp(_EXP_CAP)).
+
+    The floor keeps results out of the denormal range: on CPU, an exp that returns denormals and every product
+    with them run about 20x slower. A factor below 2e-35 changes no result at float32 or float64 precision. The
+    cap keeps entries that a 0/1 mask removes afterwards finite, so that 0 * inf never makes a NaN.
+    """
+    return torch.exp(exponent.clamp(min=_EXP_FLOOR, max=_EXP_CAP if upper else None))
 
 
 def _exclusive(cum: torch.Tensor) -> torch.Tensor:
@@ -33,9 +44,8 @@ def _exclusive(cum: torch.Tensor) -> torch.Tensor:
 
 
 def _decay_matrix(row: torch.Tensor, col: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-    """exp(row[..., i] - col[..., j]) where keep[..., i, j], else 0: (..., n) x (..., n) -> (..., n, n)."""
-    seg = row[..., :, None] - col[..., None, :]
-    return torch.exp(torch.where(keep, seg, float("-inf")))
+    """exp(row[..., i] - col[..., j]) times the 0/1 mask keep[..., i, j]: (..., n) x (..., n) -> (..., n, n)."""
+    return _exp(row[..., :, None] - col[..., None, :], upper=True) * keep
 
 
 def ssd_bidirectional_torch(x, dt_f, dt_b, A, B_f, C_f, B_b, C_b, diag, chunk_size, seq_idx=None):
@@ -62,11 +72,13 @@ def ssd_bidirectional_torch(x, dt_f, dt_b, A, B_f, C_f, B_b, C_b, diag, chunk_si
     pad = T * Q - seqlen
 
     def chunks(t, before=0, after=0):  # (batch, seqlen', ...) -> (batch, T, Q, ...) in dtype, zero-padded
-        t = F.pad(t.to(dtype), (0, 0) * (t.dim() - 2) + (before, after + pad))
+        t = t.to(dtype)
+        if not (isinstance(pad, int) and before + after + pad == 0):  # a symbolic length (export) always pads
+            t = F.pad(t, (0, 0) * (t.dim() - 2) + (before, after + pad))
         return t.reshape(batch, T, Q, *t.shape[2:])
 
     heads_last = lambda t: chunks(t).transpose(2, 3).contiguous()  # (batch, T, H, Q)
-    x_c = chunks(x)  # (b, T, Q, H, P)
+    x_h = chunks(x).transpose(2, 3).contiguous()  # (b, T, H, Q, P)
     dt_fc, dt_bc, diag_c = heads_last(dt_f), heads_last(dt_b), heads_last(diag)  # (b, T, H, Q)
     # Row t of the forward scan reads C_f[t-1], of the backward scan C_b[t+1]: shift while padding to the grid.
     C_fc = chunks(C_f[:, :-1], before=1).transpose(2, 3)  # (b, T, G, Q, N)
@@ -81,40 +93,38 @@ def ssd_bidirectional_torch(x, dt_f, dt_b, A, B_f, C_f, B_b, C_b, diag, chunk_si
 
     idx = torch.arange(Q, device=x.device)
     lower = (idx[:, None] > idx[None, :]).to(dtype)  # (Q, Q) 1 where s < t (the forward triangle), else 0
-    # Additive mask of the intra-chunk exponents: 0 where row t reads input s, -inf on the diagonal and across
-    # sequence boundaries. (Arithmetic masks: torch.where with broadcast conditions is several times slower on CPU.)
-    off_diagonal = idx[:, None] != idx[None, :]
-    if seq_idx is None:
-        seq = None
-        mask_bias = torch.zeros((), dtype=dtype, device=x.device).masked_fill(~off_diagonal, float("-inf"))
-    else:
+    # Which (t, s) pairs of a chunk interact: off the diagonal (the diagonal term is added separately) and inside one
+    # sequence. Masks are 0/1 factors: torch.where with broadcast conditions is several times slower on CPU.
+    keep = (idx[:, None] != idx[None, :]).to(dtype)  # (Q, Q)
+    seq = None
+    if seq_idx is not None:
         seq = torch.cat([seq_idx, seq_idx[:, -1:].expand(batch, pad)], dim=1).view(batch, T, Q)  # pad: last id
-        same = seq[..., :, None] == seq[..., None, :]  # (b, T, Q, Q)
-        mask_bias = torch.zeros((), dtype=dtype, device=x.device).masked_fill(~(same & off_diagonal), float("-inf"))
-        mask_bias = mask_bias.unsqueeze(2)  # (b, T, 1, Q, Q)
+        keep = keep * (seq[..., :, None] == seq[..., None, :]).unsqueeze(2)  # (b, T, 1, Q, Q)
 
     # --- intra-chunk: lower triangle exp(cumx_f[t] - cum_f[s]) dt_f[s], upper exp(cumx_b[s] - cum_b[t]) dt_b[s],
-    # one exponent per (head, t, s) so that both directions cost a single exp; the diagonal holds diag ---
+    # one exponent per (head, t, s) so that both directions cost a single exp ---
     col_f = torch.log(dt_fc.clamp(min=_LOG_DT_FLOOR)) - cum_f  # (b, T, H, Q)
     col_b = torch.log(dt_bc.clamp(min=_LOG_DT_FLOOR)) + cumx_b
-    row = torch.lerp(-cum_b[..., :, None], cumx_f[..., :, None], lower)  # (b, T, H, Q, Q)
-    seg = row + torch.lerp(col_b[..., None, :], col_f[..., None, :], lower) + mask_bias
-    CB = torch.lerp(C_bc @ Bt_b, C_fc @ Bt_f, lower)  # (b, T, G, Q, Q)
-    M = (torch.exp(seg).view(batch, T, ngroups, hpg, Q, Q) * CB[:, :, :, None]).view(batch, T, nheads, Q, Q)
-    M.diagonal(dim1=-2, dim2=-1).copy_(diag_c)
-    y = (M @ x_c.transpose(2, 3)).transpose(2, 3)  # (b, T, Q, H, P)
+    seg = torch.lerp(col_b[..., None, :] - cum_b[..., :, None], cumx_f[..., :, None] + col_f[..., None, :], lower)
+    CB = torch.lerp(C_bc @ Bt_b, C_fc @ Bt_f, lower) * keep  # (b, T, G, Q, Q)
+    M = (_exp(seg, upper=True).view(batch, T, ngroups, hpg, Q, Q) * CB[:, :, :, None]).view(batch, T, nheads, Q, Q)
+    y = torch.addcmul(M @ x_h, x_h, diag_c[..., None])  # (b, T, H, Q, P)
+    tokens = lambda t: t.transpose(2, 3).reshape(batch, T * Q, nheads, headdim)[:, :seqlen].to(x.dtype)
     if T == 1 and not is_tracing():  # one chunk per row: no state to pass (a traced graph must serve any length)
-        return y.reshape(batch, Q, nheads, headdim)[:, :seqlen].to(x.dtype)
+        return tokens(y)
 
     # --- each chunk's own states: forward at its end (inputs of its last token's sequence), backward at its start ---
-    w_f = torch.exp(tot_f[..., None] - cum_f) * dt_fc  # (b, T, H, Q) weight of input s in the chunk-end state
-    w_b = torch.exp(cumx_b) * dt_bc  # weight of input s in the chunk-start state
+    w_f = _exp(tot_f[..., None] - cum_f) * dt_fc  # (b, T, H, Q) weight of input s in the chunk-end state
+    w_b = _exp(cumx_b) * dt_bc  # weight of input s in the chunk-start state
     if seq is not None:
         w_f = w_f * (seq == seq[..., -1:]).unsqueeze(2)
         w_b = w_b * (seq == seq[..., :1]).unsqueeze(2)
-    by_group = lambda t: t.view(batch, T, Q, ngroups, hpg * headdim).transpose(2, 3)  # (b, T, G, Q, hpg * P)
-    local_f = Bt_f @ by_group(x_c * w_f.transpose(2, 3)[..., None])  # (b, T, G, N, hpg * P)
-    local_b = Bt_b @ by_group(x_c * w_b.transpose(2, 3)[..., None])
+    by_group = lambda t: t.view(batch, T, ngroups, hpg, Q, headdim).transpose(3, 4).reshape(
+        batch, T, ngroups, Q, hpg * headdim)  # (b, T, H, Q, P) -> (b, T, G, Q, hpg * P)
+    by_head = lambda t: t.view(batch, T, ngroups, Q, hpg, headdim).transpose(3, 4).reshape(
+        batch, T, nheads, Q, headdim)  # inverse of by_group
+    local_f = Bt_f @ by_group(x_h * w_f[..., None])  # (b, T, G, N, hpg * P)
+    local_b = Bt_b @ by_group(x_h * w_b[..., None])
 
     # --- states entering each chunk: enter_f[c] = sum_{c' < c} exp(tot_f[c'+1..c-1]) local_f[c'], mirrored for the
     # backward direction; a state only reaches chunks whose boundary token belongs to its sequence ---
@@ -138,12 +148,11 @@ def ssd_bidirectional_torch(x, dt_f, dt_b, A, B_f, C_f, B_b, C_b, diag, chunk_si
     enter_b = per_group(D_b @ per_head(local_b))
 
     # --- what the entering states add to each row (zero for rows of a sequence that starts inside the chunk) ---
-    o_f = torch.exp(cumx_f)  # (b, T, H, Q) decay from the chunk start to row t (shifted)
-    o_b = torch.exp(tot_b[..., None] - cum_b)
+    o_f = _exp(cumx_f)  # (b, T, H, Q) decay from the chunk start to row t (shifted)
+    o_b = _exp(tot_b[..., None] - cum_b)
     if seq_idx is not None:
         o_f = o_f * (seq == _exclusive(last)[..., None]).unsqueeze(2)
         o_b = o_b * (seq == next_first[..., None]).unsqueeze(2)
-    tokens = lambda t: t.transpose(2, 3).reshape(batch, T, Q, nheads, headdim)  # inverse of by_group
-    y = torch.addcmul(y, tokens(C_fc @ enter_f), o_f.transpose(2, 3)[..., None])
-    y = torch.addcmul(y, tokens(C_bc @ enter_b), o_b.transpose(2, 3)[..., None])
-    return y.reshape(batch, T * Q, nheads, headdim)[:, :seqlen].to(x.dtype)
+    y = torch.addcmul(y, by_head(C_fc @ enter_f), o_f[..., None])
+    y = torch.addcmul(y, by_head(C_bc @ enter_b), o_b[..., None])
+    return tokens(y)

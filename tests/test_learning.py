@@ -66,7 +66,8 @@ def test_bidirectional_model_learns_what_forward_only_cannot(monkeypatch):
     assert accuracy >= 0.9, f"the bidirectional model reached only {accuracy:.3f}"
     assert sensitivity > 0.1
 
-    monkeypatch.setattr(hydra_mixer, "resolve_ssd_backend", lambda name, device: (SSD_BACKENDS["torch"], forward_scan_only))
+    monkeypatch.setattr(hydra_mixer, "resolve_ssd_backend",
+                        lambda name, device: (SSD_BACKENDS["torch"], forward_scan_only))
     accuracy, sensitivity = train_and_evaluate()
     assert sensitivity == pytest.approx(0.0, abs=1e-6), "the forward-only control sees the decisive tokens"
     assert abs(accuracy - 0.5) < 0.06, f"the forward-only control reached {accuracy:.3f}, not chance"
