@@ -1,11 +1,11 @@
-"""The mixer's K-tap depthwise convolution (its hand-written backward) against PyTorch's conv1d, run on the whole
+"""The mixer's depthwise convolution (its written-out backward) against PyTorch's conv1d, run on the whole
 row or on each sequence of a packed row alone, and against the unfold reference: outputs and gradients."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from modeling_hydra.depthwise_conv import boundary_taps, depthwise_conv1d, depthwise_conv1d_reference
+from modeling_hydra.depthwise_conv import depthwise_conv1d, depthwise_conv1d_reference
 from packing_helpers import ids_from_lengths, relative_error, spans
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -65,7 +65,6 @@ def test_conv_with_boundaries_equals_each_sequence_alone(kernel_size, dtype):
     seq_idx = torch.stack([ids_from_lengths(lengths, first_id=i * 10) for i, lengths in enumerate(ROWS)])
     x, weight, bias = leaves(len(ROWS), seqlen, kernel_size, dtype, with_bias=True)
     cotangent = torch.randn(x.shape, dtype=dtype)
-    valid = boundary_taps(seq_idx, kernel_size, dtype)
 
     def per_sequence(x, weight, bias):
         out = torch.zeros_like(x)
@@ -75,11 +74,11 @@ def test_conv_with_boundaries_equals_each_sequence_alone(kernel_size, dtype):
         return out
 
     expected = output_and_grads(per_sequence, x, weight, bias, cotangent)
-    custom = output_and_grads(lambda *a: depthwise_conv1d(*a, valid), x, weight, bias, cotangent)
+    custom = output_and_grads(lambda *a: depthwise_conv1d(*a, seq_idx), x, weight, bias, cotangent)
     assert_all_close(custom, expected, dtype, "custom")
-    reference = output_and_grads(lambda *a: depthwise_conv1d_reference(*a, valid), x, weight, bias, cotangent)
+    reference = output_and_grads(lambda *a: depthwise_conv1d_reference(*a, seq_idx), x, weight, bias, cotangent)
     assert_all_close(reference, expected, dtype, "reference")
     with torch.no_grad():
-        assert relative_error(depthwise_conv1d(x, weight, bias, valid), expected[0]) <= TOL[dtype]
+        assert relative_error(depthwise_conv1d(x, weight, bias, seq_idx), expected[0]) <= TOL[dtype]
     # the boundaries matter: the same row without them reads its neighbours
     assert relative_error(depthwise_conv1d(x, weight, bias).detach(), expected[0]) > 1e-2
