@@ -23,6 +23,6 @@ setup(
         "triton": ["triton>=3.0"],
         "mamba_ssm": ["mamba-ssm>=2.2"],
         "plots": ["matplotlib>=3.7"],
-        "test": ["pytest>=8", "triton>=3.0", "matplotlib>=3.7"],
+        "test": ["pytest>=8", "hypothesis>=6", "triton>=3.0", "matplotlib>=3.7"],
     },
 )
