@@ -23,7 +23,7 @@ from configuration_hydra.configuration_hydra import HydraConfig
 from .hydra_mixer import HydraMixer, HydraRMSNormGated
 from .mixer_policy import is_tracing
 from .sequence_layout import global_sequence_ids, packed_sequence_ids, positions_in_sequence, unpad
-from .ssd_backends import validate_backend_name
+from .ssd_backends import resolve_ssd_backend, validate_backend_name
 from .remote_code import write_remote_code
 
 logger = logging.get_logger(__name__)
@@ -320,7 +320,9 @@ class HydraModel(HydraPreTrainedModel):
                 raise ValueError(f"Sequence of {int(position_ids.max()) + 1} tokens is longer than "
                                  f"max_position_embeddings={self.config.max_position_embeddings}.")
 
-        layout = unpad(mask) if mask is not None and self.config.unpad_inputs and not tracing else None
+        padding_free = (mask is not None and self.config.unpad_inputs and not tracing
+                        and resolve_ssd_backend(self.config.ssd_backend, device)[0].honours_boundaries)
+        layout = unpad(mask) if padding_free else None
         if layout is not None:  # padding-free: the real tokens of all rows as one row
             hidden_states = self.embeddings(layout.gather(input_ids), layout.gather(token_type_ids),
                                             layout.gather(position_ids), layout.gather(inputs_embeds))
@@ -510,7 +512,13 @@ class HydraForQuestionAnswering(HydraPreTrainedModel):
             start_positions = start_positions.to(start_logits.device).view(-1).clamp(0, ignored_index)
             end_positions = end_positions.to(end_logits.device).view(-1).clamp(0, ignored_index)
             loss_fct = CrossEntropyLoss(ignore_index=ignored_index)
-            loss = (loss_fct(start_logits, start_positions) + loss_fct(end_logits, end_positions)) / 2
+            if attention_mask is not None:  # padded positions are no candidates: the loss is padding-invariant
+                real = attention_mask.to(start_logits.device) != 0
+                start_logits_real = torch.where(real, start_logits, torch.finfo(start_logits.dtype).min)
+                end_logits_real = torch.where(real, end_logits, torch.finfo(end_logits.dtype).min)
+            else:
+                start_logits_real, end_logits_real = start_logits, end_logits
+            loss = (loss_fct(start_logits_real, start_positions) + loss_fct(end_logits_real, end_positions)) / 2
         return _head_output(return_dict, QuestionAnsweringModelOutput, loss, outputs.hidden_states,
                             start_logits=start_logits, end_logits=end_logits)
 

@@ -6,7 +6,9 @@
 - **Padding-free** (`Unpadded`): in eager mode, when the mask has padding and `config.unpad_inputs` is set, the real
   tokens of all rows are gathered into one row whose `seq_idx` tells the rows apart, the encoder runs on that row, and
   the results are scattered back (zeros at padded positions). Rows whose mask has holes (zeros between real tokens)
-  keep the padded path, which treats a hole as a removed token.
+  keep the padded path, where a hole is a blank position: the scans pass over it (no input, no decay) and the
+  convolution reads zeros there. Backends that cannot keep sequences apart (see the registry) always take the
+  padded path.
 - **Packed** (`packed_sequence_ids`): rows that already hold several sequences back to back, as made by
   transformers' `DataCollatorWithFlattening`. A row counts as packed when
     1. explicit boundaries are given: `seq_idx` (batch, seqlen), or `cu_seq_lens_q` / `cu_seq_lens_k` (cumulative

@@ -181,20 +181,6 @@ def test_rows_with_holes_take_the_padded_path(left):
     assert relative_error(unpadded.logits, padded.logits) == 0.0
 
 
-@pytest.mark.parametrize("left", [False, True], ids=["right", "left"])
-def test_a_hole_acts_as_a_removed_token(left):
-    """sequence_layout.py documents that the padded path "treats a hole as a removed token": the row with a hole
-    then equals its real tokens run alone."""
-    model = randomize_weights(HydraForMaskedLM(tiny_config(vocab_size=120))).eval()
-    ids, mask = batch_with_a_hole(left)
-    real = mask[3].bool()
-    with torch.no_grad():
-        with_hole = model(ids, attention_mask=mask).logits[3, real]
-        alone = model(ids[3:4, real]).logits[0]
-    err = relative_error(with_hole, alone)
-    assert err <= TOL[torch.float32], f"the row with a hole differs from its real tokens alone by {err:.2e}"
-
-
 def test_rows_longer_than_a_bin():
     """Rows longer than sequence_layout.MAX_BIN_WIDTH (256): all real tokens share one row."""
     model = randomize_weights(HydraModel(tiny_config(chunk_size=64))).eval()
