@@ -23,7 +23,7 @@ import time
 
 from matplotlib.figure import Figure
 
-from glue_tasks import (
+from hydra_glue import (
     LOCAL_GLUE_TASKS,
     build_model,
     compute_glue_metrics,

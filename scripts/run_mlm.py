@@ -16,6 +16,7 @@ Pre-train a small Hydra on the embedded SST-2 sample, then fine-tune it with run
 
 import logging
 import math
+import sys
 from dataclasses import dataclass, field
 from itertools import chain
 
@@ -23,8 +24,8 @@ import datasets
 from datasets import load_dataset
 from transformers import DataCollatorForLanguageModeling, Trainer
 
-from glue_tasks import get_glue_task, load_glue_directory
-from glue_tasks import script_setup
+from hydra_glue import get_glue_task, load_glue_directory
+from hydra_glue import script_setup
 
 logger = logging.getLogger(__name__)
 
@@ -151,11 +152,13 @@ def main(argv=None):
     if training_args.do_train:
         if "train" not in tokenized:
             raise ValueError("--do_train requires a train dataset")
-        train_dataset = script_setup.select_first(tokenized["train"], data_args.max_train_samples)
+        train_dataset = script_setup.select_first(tokenized["train"], data_args.max_train_samples,
+                                                  "the training data")
     if training_args.do_eval:
         if "validation" not in tokenized:
             raise ValueError("--do_eval requires a validation dataset")
-        eval_dataset = script_setup.select_first(tokenized["validation"], data_args.max_eval_samples)
+        eval_dataset = script_setup.select_first(tokenized["validation"], data_args.max_eval_samples,
+                                                 "the evaluation data")
 
     data_collator = DataCollatorForLanguageModeling(
         tokenizer=tokenizer, mlm_probability=data_args.mlm_probability,
@@ -190,4 +193,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except script_setup.HubUnavailableError as error:
+        sys.exit(f"run_mlm.py: {error}")
