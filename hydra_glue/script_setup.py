@@ -12,8 +12,9 @@ import datasets
 import huggingface_hub
 import transformers
 from huggingface_hub.errors import HfHubHTTPError
-from transformers import AutoTokenizer, HfArgumentParser, TrainingArguments, set_seed
+from transformers import AutoTokenizer, HfArgumentParser, PreTrainedConfig, TrainingArguments, set_seed
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+from transformers.utils import CONFIG_NAME
 
 from .model_loading import build_model, load_config
 
@@ -107,13 +108,13 @@ def check_hub_access(token: str | None):
     """HubUnavailableError, with what to do, unless the Hub answers and accepts the token (for --push_to_hub)."""
     endpoint = huggingface_hub.constants.ENDPOINT
     if huggingface_hub.constants.HF_HUB_OFFLINE:
-        raise HubUnavailableError("--push_to_hub needs the Hugging Face Hub, but offline mode is on (HF_HUB_OFFLINE=1). "
-                                  "Unset it, or leave out --push_to_hub and upload --output_dir later with "
-                                  "`hf upload`.")
+        raise HubUnavailableError("--push_to_hub needs the Hugging Face Hub, but offline mode is on "
+                                  "(HF_HUB_OFFLINE=1). Unset it, or leave out --push_to_hub and upload --output_dir "
+                                  "later with `hf upload`.")
     token = token or huggingface_hub.get_token()
     if token is None:
-        raise HubUnavailableError("--push_to_hub needs a Hugging Face login: run `hf auth login` (or set HF_TOKEN, or "
-                                  "pass --hub_token), or leave out --push_to_hub.")
+        raise HubUnavailableError("--push_to_hub needs a Hugging Face login: run `hf auth login` (or set HF_TOKEN, "
+                                  "or pass --hub_token), or leave out --push_to_hub.")
     try:
         huggingface_hub.HfApi(endpoint=endpoint).whoami(token=token)
     except HfHubHTTPError as error:
@@ -212,8 +213,13 @@ def load_model_and_tokenizer(model_args, head: str, **config_kwargs):
         raise ValueError("Training from scratch needs --tokenizer_name (e.g. assets/tokenizer/bert-base-uncased).")
     model = build_model(head, config, model_args.model_name_or_path, model_args.trust_remote_code,
                         ignore_mismatched_sizes=model_args.ignore_mismatched_sizes, **hub_kwargs)
-    # From the model's own folder, the tokenizer gets the config already loaded (AutoTokenizer would read it again).
-    tokenizer_config = {"config": config} if tokenizer_source == model_args.model_name_or_path else {}
+    # AutoTokenizer reads a model config first: give it the one already loaded when the tokenizer is the model's, and
+    # an empty one (which it would otherwise build, and log) for a tokenizer folder without a config.json.
+    tokenizer_config = {}
+    if tokenizer_source == model_args.model_name_or_path:
+        tokenizer_config["config"] = config
+    elif os.path.isdir(tokenizer_source) and not os.path.isfile(os.path.join(tokenizer_source, CONFIG_NAME)):
+        tokenizer_config["config"] = PreTrainedConfig()
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_source, use_fast=model_args.use_fast_tokenizer,
                                               trust_remote_code=model_args.trust_remote_code, **tokenizer_config,
                                               **hub_kwargs)
