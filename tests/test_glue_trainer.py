@@ -107,6 +107,33 @@ def test_main_command_on_the_embedded_sample(tmp_path):
     assert (again / "SST-2.tsv").read_text() == expected  # every line would flip without the mapping
 
 
+def test_a_default_run_prints_progress_and_metrics_only(tmp_path):
+    """The main command's output at the default log level: progress bars, the losses and the metrics; no pinned
+    memory warning on CPU, no TrainingArguments or config dumps. With --log_level info transformers says what it
+    does, reading each config once, and still shows no empty config."""
+    command = [sys.executable, str(SCRIPTS / "run_glue.py"), "--task_name", "sst2", "--glue_dir", str(GLUE_SAMPLE),
+               *TINY_HYDRA, "--do_train", "--do_eval", "--max_train_samples", "16", "--max_eval_samples", "16",
+               "--per_device_train_batch_size", "8", "--logging_steps", "1", "--use_cpu", "--report_to", "none"]
+    outputs = {}
+    for level in ("default", "info"):
+        flags = ["--log_level", "info"] if level == "info" else []
+        completed = subprocess.run([*command, *flags, "--output_dir", str(tmp_path / level)], env=subprocess_env(),
+                                   capture_output=True, text=True, timeout=300)
+        assert completed.returncode == 0, completed.stderr[-3000:]
+        outputs[level] = completed.stdout + completed.stderr
+    default = outputs["default"]
+    assert "***** train metrics *****" in default and "***** eval metrics *****" in default and "'loss'" in default
+    for noise in ("'pin_memory' argument", "TrainingArguments(", "Model config", "loading configuration file", " - INFO - ",
+                  "Running tokenizer on dataset", "Writing model shards"):
+        assert noise not in default, noise
+    lines = [line for line in default.replace("\r", "\n").splitlines() if line.strip() and "it/s]" not in line]
+    assert len(lines) <= 25, "\n".join(lines)
+    info = outputs["info"]
+    assert "TrainingArguments(" in info and "***** Running training *****" in info
+    assert "'pin_memory' argument" not in info
+    assert info.count("loading configuration file") == 1 and "Model config PreTrainedConfig" not in info
+
+
 def test_resumed_run_matches_an_uninterrupted_one(tmp_path, monkeypatch, caplog):
     """Stop after 3 of 6 steps (max_steps 3, checkpoint), leave an incomplete checkpoint-6 behind (a run killed while
     saving it: everything but trainer_state.json, which the Trainer writes last), and rerun to 6 steps: the rerun
