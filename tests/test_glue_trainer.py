@@ -225,8 +225,8 @@ def test_an_incomplete_checkpoint_is_skipped_for_the_last_complete_one(tmp_path,
     assert resume(tmp_path / "lone") is None
 
 
-def _saved_tiny_classifier(folder):
-    HydraForSequenceClassification(tiny_config(vocab_size=30528, num_labels=2)).save_pretrained(folder)
+def _saved_tiny_classifier(folder, num_labels=2):
+    HydraForSequenceClassification(tiny_config(vocab_size=30528, num_labels=num_labels)).save_pretrained(folder)
     AutoTokenizer.from_pretrained(TOKENIZER_DIR).save_pretrained(folder)
     return folder
 
@@ -427,7 +427,7 @@ def test_bad_input_fails_before_training(tmp_path, case, error, message):
 
 def _contract_model(tmp_path, num_labels):
     """A tiny Hydra classifier saved as a remote-code folder and loaded back as transformers' run_glue.py does."""
-    folder = _saved_tiny_classifier(tmp_path / "hydra")
+    folder = _saved_tiny_classifier(tmp_path / "hydra", num_labels)
     config = AutoConfig.from_pretrained(folder, num_labels=num_labels, finetuning_task="stsb",
                                         trust_remote_code=True)
     model = AutoModelForSequenceClassification.from_pretrained(folder, config=config, trust_remote_code=True)
