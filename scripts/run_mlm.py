@@ -6,7 +6,7 @@ dataclasses; --model_name_or_path or --config_name/--model_type/--config_overrid
 json files or a Hub dataset; --line_by_line; --mlm_probability), plus a corpus from local GLUE files:
   --glue_dir DIR --glue_tasks sst2 cola ...   the texts of these tasks' train (and dev, for evaluation) files.
 and packed batches: --packing makes each batch one row of whole sequences without padding (Hydra only; see
-glue_tasks/mlm_packing.py).
+hydra_glue/mlm_packing.py).
 
 Pre-train a small Hydra on the embedded SST-2 sample, then fine-tune it with run_glue.py:
 
@@ -18,6 +18,7 @@ Pre-train a small Hydra on the embedded SST-2 sample, then fine-tune it with run
 
 import logging
 import math
+import sys
 from dataclasses import dataclass, field
 from itertools import chain
 
@@ -25,9 +26,9 @@ import datasets
 from datasets import load_dataset
 from transformers import DataCollatorForLanguageModeling, Trainer
 
-from glue_tasks import get_glue_task, load_glue_directory
-from glue_tasks import script_setup
-from glue_tasks.mlm_packing import DataCollatorForPackedLanguageModeling
+from hydra_glue import get_glue_task, load_glue_directory
+from hydra_glue import script_setup
+from hydra_glue.mlm_packing import DataCollatorForPackedLanguageModeling
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ class DataTrainingArguments:
                 "blocks of max_seq_length tokens."})
     pad_to_max_length: bool = field(default=False, metadata={"help": "Pad every line to max_seq_length."})
     packing: bool = field(default=False, metadata={
-        "help": "Flatten each batch into one row of whole sequences without padding (glue_tasks/mlm_packing.py); "
+        "help": "Flatten each batch into one row of whole sequences without padding (hydra_glue/mlm_packing.py); "
                 "Hydra keeps the sequences apart. The batch size counts sequences."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Keep the first N training examples."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Keep the first N evaluation examples."})
@@ -157,11 +158,13 @@ def main(argv=None):
     if training_args.do_train:
         if "train" not in tokenized:
             raise ValueError("--do_train requires a train dataset")
-        train_dataset = script_setup.select_first(tokenized["train"], data_args.max_train_samples)
+        train_dataset = script_setup.select_first(tokenized["train"], data_args.max_train_samples,
+                                                  "the training data")
     if training_args.do_eval:
         if "validation" not in tokenized:
             raise ValueError("--do_eval requires a validation dataset")
-        eval_dataset = script_setup.select_first(tokenized["validation"], data_args.max_eval_samples)
+        eval_dataset = script_setup.select_first(tokenized["validation"], data_args.max_eval_samples,
+                                                 "the evaluation data")
 
     if data_args.packing:
         if model.config.model_type != "hydra":
@@ -203,4 +206,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except script_setup.HubUnavailableError as error:
+        sys.exit(f"run_mlm.py: {error}")

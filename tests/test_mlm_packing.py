@@ -1,4 +1,4 @@
-"""Masked-LM on packed rows: the collator of glue_tasks/mlm_packing.py (MLM labels, not causal ones), the loss of a
+"""Masked-LM on packed rows: the collator of hydra_glue/mlm_packing.py (MLM labels, not causal ones), the loss of a
 packed batch against the same masked examples padded, and scripts/run_mlm.py --packing end to end."""
 
 import json
