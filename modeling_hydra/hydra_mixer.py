@@ -98,7 +98,8 @@ class HydraMixer(nn.Module):
         """
         zxbcdt = self.in_proj(hidden_states)  # (batch, seqlen, d_inner + conv_dim + 2 * nheads)
         if (torch.is_grad_enabled() and zxbcdt.requires_grad
-                and recompute_mixer(self.config.mixer_recompute, zxbcdt.shape[0] * zxbcdt.shape[1])):
+                and recompute_mixer(self.config.mixer_recompute, zxbcdt.shape[0] * zxbcdt.shape[1],
+                                    self.d_inner)):
             y = checkpoint(self._mix, zxbcdt, attention_mask, seq_idx, use_reentrant=False)
         else:
             y = self._mix(zxbcdt, attention_mask, seq_idx)
