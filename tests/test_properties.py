@@ -25,7 +25,7 @@ from test_ssd_oracle import random_ssd_inputs, reference_mixer
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 PROFILES = {
-    "ci": settings(max_examples=30, deadline=None, derandomize=True, database=None,
+    "ci": settings(max_examples=50, deadline=None, derandomize=True, database=None,
                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]),
     "long": settings(max_examples=1000, deadline=None, database=None, print_blob=True,
                      suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]),
