@@ -3,8 +3,8 @@
 The core (`pip install -e .`) is the model alone: `configuration_hydra` and `modeling_hydra`, which need only torch,
 transformers, safetensors and huggingface_hub. `hydra_glue` holds what the Trainer scripts in scripts/ share; it is
 installed too, so that `python scripts/run_glue.py` runs from any directory, and imports the packages of the
-`[glue]` extra. `model_cards` (the model-card generator and its template) is installed so that the converter, a
-script in convert/ run by path, reaches it with a plain import.
+`[glue]` extra. `convert` (the converter) and `model_cards` (the model-card generator and its template) are installed
+so that the converter, run by path, reaches its modules and the generator with plain imports.
 """
 
 from setuptools import setup
@@ -22,7 +22,7 @@ setup(
     description="Hydra bidirectional state-space encoders (arXiv 2407.09941) for Hugging Face transformers",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
-    packages=["configuration_hydra", "modeling_hydra", "hydra_glue", "model_cards"],
+    packages=["configuration_hydra", "modeling_hydra", "hydra_glue", "convert", "model_cards"],
     package_data={"model_cards": ["hydra-bert-base.md"]},
     python_requires=">=3.10",
     install_requires=[

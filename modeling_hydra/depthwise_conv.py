@@ -63,22 +63,27 @@ class DepthwiseConv1dFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, index, width):
+        # In the dtype of x (under autocast, the projection's output dtype), whatever the weights' dtype.
         spread = _spread(x, index, width)  # (batch, width, C)
         ctx.save_for_backward(spread, weight, index)
         ctx.has_bias, ctx.width, ctx.seqlen = bias is not None, width, x.shape[1]
-        return _collect(_conv(spread, weight, bias), index, ctx.seqlen)
+        with torch.autocast(x.device.type, enabled=False):
+            out = _conv(spread, weight.to(x.dtype), None if bias is None else bias.to(x.dtype))
+        return _collect(out, index, ctx.seqlen)
 
     @staticmethod
     def backward(ctx, grad_out):
         spread, weight, index = ctx.saved_tensors
         kernel_size, half = weight.shape[1], weight.shape[1] // 2
-        grad_spread = _spread(grad_out, index, ctx.width)  # (batch, width, C)
-        grad_x = _collect(_conv(grad_spread, weight.flip(-1), None), index, ctx.seqlen)
-        padded = F.pad(spread, (0, 0, half, half))  # (batch, width + K - 1, C)
+        grad_spread = _spread(grad_out.to(spread.dtype), index, ctx.width)  # (batch, width, C)
+        with torch.autocast(grad_out.device.type, enabled=False):
+            grad_x = _collect(_conv(grad_spread, weight.flip(-1).to(spread.dtype), None), index, ctx.seqlen)
+        padded = F.pad(spread, (0, 0, half, half)).to(weight.dtype)  # (batch, width + K - 1, C)
+        grad_spread = grad_spread.to(weight.dtype)
         width = grad_spread.shape[1]
         grad_weight = torch.stack(
             [(grad_spread * padded[:, j:j + width]).sum((0, 1)) for j in range(kernel_size)], dim=1)  # (C, K)
-        grad_bias = grad_out.sum((0, 1)) if ctx.has_bias else None
+        grad_bias = grad_spread.sum((0, 1)) if ctx.has_bias else None
         return grad_x, grad_weight, grad_bias, None, None
 
 

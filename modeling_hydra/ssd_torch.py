@@ -63,6 +63,9 @@ def ssd_bidirectional_torch(x, dt_f, dt_b, A, B_f, C_f, B_b, C_b, diag, chunk_si
     Returns:
         y: (batch, seqlen, nheads, headdim) in the dtype of x; accumulation in float32 (float64 for float64).
     """
+    if torch.is_autocast_enabled(x.device.type):  # the SSD keeps its own precision policy (see mixer_policy.py)
+        with torch.autocast(x.device.type, enabled=False):
+            return ssd_bidirectional_torch(x, dt_f, dt_b, A, B_f, C_f, B_b, C_b, diag, chunk_size, seq_idx)
     batch, seqlen, nheads, headdim = x.shape
     ngroups, d_state = B_f.shape[2], B_f.shape[3]
     hpg = nheads // ngroups

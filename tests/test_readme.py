@@ -122,4 +122,4 @@ def test_setup_declares_a_light_core_and_the_extras(monkeypatch):
     assert extras["glue"] == {"datasets", "accelerate", "scikit-learn", "scipy"}
     assert extras["test"] >= extras["glue"] | extras["convert"] | extras["plots"] | extras["onnx"] | {"pytest"}
     assert "triton==3.9.0" in arguments["extras_require"]["test"]
-    assert set(arguments["packages"]) == {"configuration_hydra", "modeling_hydra", "hydra_glue"}
+    assert set(arguments["packages"]) == {"configuration_hydra", "modeling_hydra", "hydra_glue", "convert", "model_cards"}
