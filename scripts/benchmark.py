@@ -301,7 +301,8 @@ def run_glue_benchmark(args):
         padding = {"train": padding_statistics(first.get_train_dataloader()),
                    "eval": padding_statistics(first.get_eval_dataloader())}
         print(f"# torch {torch.__version__}, transformers {transformers_version}, {torch.get_num_threads()} threads, "
-              f"CPU; Trainer + DataCollatorWithPadding, task {args.task_name} from {args.glue_dir}")
+              f"CPU (load average {os.getloadavg()[0]:.1f}); Trainer + DataCollatorWithPadding, task "
+              f"{args.task_name} from {args.glue_dir}")
         print(f"# train: {len(train)} sentences, batch {args.train_batch_size}, 1 epoch; eval: {len(dev)} sentences, "
               f"batch {args.eval_batch_size}; max_length {args.max_length}; {args.repeats} repeats, interleaved, "
               f"after a warm-up of {args.warmup_batches} train batch(es) and 1 eval batch per model")
@@ -322,6 +323,7 @@ def run_glue_benchmark(args):
     for result in results.values():
         for split in ("train", "eval"):
             result[f"{split}_ratio"] = result[split]["median"] / bert[split]["median"]
+    print(f"# load average after the runs: {os.getloadavg()[0]:.1f} (over 1 minute; this process adds ~1)")
     print_glue_table(results)
     if args.json:
         setup = dict(torch=torch.__version__, transformers=transformers_version, threads=torch.get_num_threads(),

@@ -15,6 +15,7 @@ Models are randomly initialized from a config (shared with scripts/benchmark.py'
 
 import argparse
 import json
+import os
 import statistics
 import time
 
@@ -222,7 +223,8 @@ def main():
     logging.set_verbosity_error()
     torch.set_num_threads(args.threads)
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
-    print(f"# torch {torch.__version__}, {torch.get_num_threads()} threads, CPU; config overrides "
+    print(f"# torch {torch.__version__}, {torch.get_num_threads()} threads, CPU (load average "
+          f"{os.getloadavg()[0]:.1f}); config overrides "
           f"{json.dumps(args.overrides)}; {args.warmup} warm-up steps, then {args.steps} steps timed and "
           f"{args.steps} profiled")
     results = {source: profile_model(args, source, tokenizer) for source in args.config}
