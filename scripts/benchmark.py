@@ -263,7 +263,7 @@ def time_interleaved(trainers: dict, warmups: dict, repeats: int) -> dict:
         warmups[name].train()
         warmups[name].evaluate()
     runs = {name: dict(train=[], eval=[], trainer_train_samples_per_s=[], train_loss=[]) for name in trainers}
-    for _ in range(repeats):
+    for repeat in range(repeats):
         for name, trainer in trainers.items():
             start = time.perf_counter()
             output = trainer.train()
@@ -273,6 +273,8 @@ def time_interleaved(trainers: dict, warmups: dict, repeats: int) -> dict:
             start = time.perf_counter()
             trainer.evaluate()
             runs[name]["eval"].append(len(trainer.eval_dataset) / (time.perf_counter() - start))
+            print(f"# run {repeat + 1}/{repeats} {name}: train {runs[name]['train'][-1]:.1f} samples/s, eval "
+                  f"{runs[name]['eval'][-1]:.1f} samples/s (load average {os.getloadavg()[0]:.1f})", flush=True)
     return runs
 
 
