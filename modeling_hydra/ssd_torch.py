@@ -32,6 +32,19 @@ def _exclusive(cum: torch.Tensor) -> torch.Tensor:
     return F.pad(cum[..., :-1], (1, 0))
 
 
+def _chunk_count(seqlen, chunk_size: int):
+    """ceil(seqlen / chunk_size). Under torch.export an unbacked size: the exporter then reasons about the number of
+    chunks and the padding without specializing on their values (as an expression of the dynamic length it would
+    emit guards such as `(seqlen + 63) // 64 != 1` that no dynamic length satisfies)."""
+    count = (seqlen + chunk_size - 1) // chunk_size
+    if not torch.compiler.is_exporting():
+        return count
+    count = torch.scalar_tensor(count, dtype=torch.long).item()
+    torch._check(count * chunk_size >= seqlen)
+    torch._check(count * chunk_size < seqlen + chunk_size)
+    return count
+
+
 def _decay_matrix(row: torch.Tensor, col: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     """exp(row[..., i] - col[..., j]) where keep[..., i, j], else 0: (..., n) x (..., n) -> (..., n, n)."""
     seg = row[..., :, None] - col[..., None, :]
@@ -58,19 +71,20 @@ def ssd_bidirectional_torch(x, dt_f, dt_b, A, B_f, C_f, B_b, C_b, diag, chunk_si
     hpg = nheads // ngroups
     dtype = ssd_compute_dtype(x.dtype)
     Q = chunk_size
-    T = (seqlen + Q - 1) // Q
+    T = _chunk_count(seqlen, Q)
     pad = T * Q - seqlen
 
-    def chunks(t, before=0, after=0):  # (batch, seqlen', ...) -> (batch, T, Q, ...) in dtype, zero-padded
-        t = F.pad(t.to(dtype), (0, 0) * (t.dim() - 2) + (before, after + pad))
+    def chunks(t, shift=0):  # (batch, seqlen, ...) -> (batch, T, Q, ...) in dtype, zero-padded; row s is t[s + shift]
+        t = F.pad(t.to(dtype), (0, 0) * (t.dim() - 2) + (max(-shift, 0), pad + max(shift, 0)))
+        t = t.narrow(1, max(shift, 0), T * Q)  # shift by slicing the padded rows (no slice of length seqlen - 1)
         return t.reshape(batch, T, Q, *t.shape[2:])
 
     heads_last = lambda t: chunks(t).transpose(2, 3).contiguous()  # (batch, T, H, Q)
     x_c = chunks(x)  # (b, T, Q, H, P)
     dt_fc, dt_bc, diag_c = heads_last(dt_f), heads_last(dt_b), heads_last(diag)  # (b, T, H, Q)
     # Row t of the forward scan reads C_f[t-1], of the backward scan C_b[t+1]: shift while padding to the grid.
-    C_fc = chunks(C_f[:, :-1], before=1).transpose(2, 3)  # (b, T, G, Q, N)
-    C_bc = chunks(C_b[:, 1:], after=1).transpose(2, 3)
+    C_fc = chunks(C_f, shift=-1).transpose(2, 3)  # (b, T, G, Q, N)
+    C_bc = chunks(C_b, shift=1).transpose(2, 3)
     Bt_f = chunks(B_f).permute(0, 1, 3, 4, 2)  # (b, T, G, N, Q)
     Bt_b = chunks(B_b).permute(0, 1, 3, 4, 2)
     A = A.to(dtype)[:, None]  # (H, 1)
@@ -94,16 +108,18 @@ def ssd_bidirectional_torch(x, dt_f, dt_b, A, B_f, C_f, B_b, C_b, diag, chunk_si
         mask_bias = mask_bias.unsqueeze(2)  # (b, T, 1, Q, Q)
 
     # --- intra-chunk: lower triangle exp(cumx_f[t] - cum_f[s]) dt_f[s], upper exp(cumx_b[s] - cum_b[t]) dt_b[s],
-    # one exponent per (head, t, s) so that both directions cost a single exp; the diagonal holds diag ---
+    # one exponent per (head, t, s) so that both directions cost a single exp; the diagonal term diag is added ---
     col_f = torch.log(dt_fc.clamp(min=_LOG_DT_FLOOR)) - cum_f  # (b, T, H, Q)
     col_b = torch.log(dt_bc.clamp(min=_LOG_DT_FLOOR)) + cumx_b
     row = torch.lerp(-cum_b[..., :, None], cumx_f[..., :, None], lower)  # (b, T, H, Q, Q)
     seg = row + torch.lerp(col_b[..., None, :], col_f[..., None, :], lower) + mask_bias
     CB = torch.lerp(C_bc @ Bt_b, C_fc @ Bt_f, lower)  # (b, T, G, Q, Q)
     M = (torch.exp(seg).view(batch, T, ngroups, hpg, Q, Q) * CB[:, :, :, None]).view(batch, T, nheads, Q, Q)
-    M.diagonal(dim1=-2, dim2=-1).copy_(diag_c)
     y = (M @ x_c.transpose(2, 3)).transpose(2, 3)  # (b, T, Q, H, P)
-    if T == 1 and not is_tracing():  # one chunk per row: no state to pass (a traced graph must serve any length)
+    # the diagonal term diag[t] x[t] (M's diagonal is exp(-inf) = 0; added out of place, no copy into M's diagonal,
+    # which the ONNX exporter's functional graph cannot take)
+    y = torch.addcmul(y, x_c, diag_c.transpose(2, 3)[..., None])
+    if not is_tracing() and T == 1:  # one chunk per row: no state to pass (a traced graph must serve any length)
         return y.reshape(batch, Q, nheads, headdim)[:, :seqlen].to(x.dtype)
 
     # --- each chunk's own states: forward at its end (inputs of its last token's sequence), backward at its start ---
