@@ -61,6 +61,8 @@ def ssd_compute_dtype(dtype: torch.dtype) -> torch.dtype:
 
 def recompute_mixer(policy: str, num_tokens: int, d_inner: int) -> bool:
     """Whether the mixer interior is recomputed in backward, for `config.mixer_recompute` and a step's size."""
+    if torch.compiler.is_exporting() or torch.jit.is_tracing():
+        return False  # an exported or traced graph serves every token count (a threshold on it would be baked in)
     if policy == "always":
         return True
     if policy == "never":

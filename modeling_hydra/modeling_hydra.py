@@ -552,6 +552,11 @@ class HydraForMultipleChoice(HydraPreTrainedModel):
         num_choices = reference.shape[1]
         if num_choices == 0:
             raise ValueError(f"HydraForMultipleChoice got 0 choices (input shape {tuple(reference.shape)}).")
+        for name, tensor in (("attention_mask", attention_mask), ("token_type_ids", token_type_ids),
+                             ("position_ids", position_ids)):  # before flattening (under export: one size per dim)
+            if tensor is not None and tensor.shape != reference.shape[:3]:
+                raise ValueError(f"{name} must have the shape (batch, num_choices, seqlen) = "
+                                 f"{tuple(reference.shape[:3])}, got {tuple(tensor.shape)}")
         if any(value is not None for value in kwargs.values()):
             raise ValueError("HydraForMultipleChoice takes padded (batch, num_choices, seqlen) inputs; packed-sequence "
                              f"arguments ({', '.join(k for k, v in kwargs.items() if v is not None)}) do not apply.")

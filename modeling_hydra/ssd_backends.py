@@ -109,8 +109,20 @@ def _resolve(name: str, device_type: str) -> tuple[SSDBackend, Callable]:
 
 def resolve_ssd_backend(name: str, device: torch.device) -> tuple[SSDBackend, Callable]:
     """(backend, SSD function) that `name` ("auto" or a registered name) selects on `device`, cached per
-    (name, device type); ValueError if it cannot run there."""
+    (name, device type); ValueError if it cannot run there.
+
+    Under torch.export (and so torch.onnx.export) and torch.jit tracing the graph may hold torch operators only:
+    "auto" selects the torch path there, and the kernel backends raise a ValueError.
+    """
     validate_backend_name(name)
+    if torch.compiler.is_exporting() or torch.jit.is_tracing() or torch.jit.is_scripting():
+        if name not in (AUTO, "torch"):
+            raise ValueError(
+                f"ssd_backend={name!r} cannot be exported or traced: its kernels are not torch operators that "
+                "torch.export, torch.onnx.export or torch.jit.trace can capture. Use ssd_backend='torch' for export "
+                "(set model.config.ssd_backend = 'torch', or load with from_pretrained(..., ssd_backend='torch'))."
+            )
+        name = "torch"
     return _resolve(name, torch.device(device).type)
 
 

@@ -43,6 +43,19 @@ def _exclusive(cum: torch.Tensor) -> torch.Tensor:
     return F.pad(cum[..., :-1], (1, 0))
 
 
+def _chunk_count(seqlen, chunk_size: int):
+    """ceil(seqlen / chunk_size). Under torch.export an unbacked size: the exporter then reasons about the number of
+    chunks and the padding without specializing on their values (as an expression of the dynamic length it would
+    emit guards such as `(seqlen + 63) // 64 != 1` that no dynamic length satisfies)."""
+    count = (seqlen + chunk_size - 1) // chunk_size
+    if not torch.compiler.is_exporting():
+        return count
+    count = torch.scalar_tensor(count, dtype=torch.long).item()
+    torch._check(count * chunk_size >= seqlen)
+    torch._check(count * chunk_size < seqlen + chunk_size)
+    return count
+
+
 def _decay_matrix(row: torch.Tensor, col: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     """exp(row[..., i] - col[..., j]) times the 0/1 mask keep[..., i, j]: (..., n) x (..., n) -> (..., n, n)."""
     return _exp(row[..., :, None] - col[..., None, :], upper=True) * keep
@@ -71,21 +84,22 @@ def ssd_bidirectional_torch(x, dt_f, dt_b, A, B_f, C_f, B_b, C_b, diag, chunk_si
     hpg = nheads // ngroups
     dtype = ssd_compute_dtype(x.dtype)
     Q = chunk_size
-    T = (seqlen + Q - 1) // Q
+    T = _chunk_count(seqlen, Q)
     pad = T * Q - seqlen
 
-    def chunks(t, before=0, after=0):  # (batch, seqlen', ...) -> (batch, T, Q, ...) in dtype, zero-padded
+    def chunks(t, shift=0):  # (batch, seqlen, ...) -> (batch, T, Q, ...) in dtype, zero-padded; row s is t[s + shift]
         t = t.to(dtype)
-        if not (isinstance(pad, int) and before + after + pad == 0):  # a symbolic length (export) always pads
-            t = F.pad(t, (0, 0) * (t.dim() - 2) + (before, after + pad))
+        if not (isinstance(pad, int) and shift == 0 and pad == 0):  # a symbolic length (export) always pads
+            t = F.pad(t, (0, 0) * (t.dim() - 2) + (max(-shift, 0), pad + max(shift, 0)))
+            t = t.narrow(1, max(shift, 0), T * Q)  # shift by slicing the padded rows (no slice of length seqlen - 1)
         return t.reshape(batch, T, Q, *t.shape[2:])
 
     heads_last = lambda t: chunks(t).transpose(2, 3).contiguous()  # (batch, T, H, Q)
     x_h = chunks(x).transpose(2, 3).contiguous()  # (b, T, H, Q, P)
     dt_fc, dt_bc, diag_c = heads_last(dt_f), heads_last(dt_b), heads_last(diag)  # (b, T, H, Q)
     # Row t of the forward scan reads C_f[t-1], of the backward scan C_b[t+1]: shift while padding to the grid.
-    C_fc = chunks(C_f[:, :-1], before=1).transpose(2, 3)  # (b, T, G, Q, N)
-    C_bc = chunks(C_b[:, 1:], after=1).transpose(2, 3)
+    C_fc = chunks(C_f, shift=-1).transpose(2, 3)  # (b, T, G, Q, N)
+    C_bc = chunks(C_b, shift=1).transpose(2, 3)
     Bt_f = chunks(B_f).permute(0, 1, 3, 4, 2)  # (b, T, G, N, Q)
     Bt_b = chunks(B_b).permute(0, 1, 3, 4, 2)
     A = A.to(dtype)[:, None]  # (H, 1)
@@ -105,7 +119,8 @@ def ssd_bidirectional_torch(x, dt_f, dt_b, A, B_f, C_f, B_b, C_b, diag, chunk_si
         keep = keep * (seq[..., :, None] == seq[..., None, :]).unsqueeze(2)  # (b, T, 1, Q, Q)
 
     # --- intra-chunk: lower triangle exp(cumx_f[t] - cum_f[s]) dt_f[s], upper exp(cumx_b[s] - cum_b[t]) dt_b[s],
-    # one exponent per (head, t, s) so that both directions cost a single exp ---
+    # one exponent per (head, t, s) so that both directions cost a single exp; the diagonal term is added after the
+    # product (out of place: the ONNX exporter's functional graph cannot take a copy into M's diagonal) ---
     col_f = torch.log(dt_fc.clamp(min=_LOG_DT_FLOOR)) - cum_f  # (b, T, H, Q)
     col_b = torch.log(dt_bc.clamp(min=_LOG_DT_FLOOR)) + cumx_b
     seg = torch.lerp(col_b[..., None, :] - cum_b[..., :, None], cumx_f[..., :, None] + col_f[..., None, :], lower)
@@ -113,7 +128,7 @@ def ssd_bidirectional_torch(x, dt_f, dt_b, A, B_f, C_f, B_b, C_b, diag, chunk_si
     M = (_exp(seg, upper=True).view(batch, T, ngroups, hpg, Q, Q) * CB[:, :, :, None]).view(batch, T, nheads, Q, Q)
     y = torch.addcmul(M @ x_h, x_h, diag_c[..., None])  # (b, T, H, Q, P)
     tokens = lambda t: t.transpose(2, 3).reshape(batch, T * Q, nheads, headdim)[:, :seqlen].to(x.dtype)
-    if T == 1 and not is_tracing():  # one chunk per row: no state to pass (a traced graph must serve any length)
+    if not is_tracing() and T == 1:  # one chunk per row: no state to pass (a traced graph must serve any length)
         return tokens(y)
 
     # --- each chunk's own states: forward at its end (inputs of its last token's sequence), backward at its start ---

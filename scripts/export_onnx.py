@@ -1,0 +1,319 @@
+"""Export a Hydra checkpoint to ONNX, check onnxruntime against eager PyTorch, and optionally time both.
+
+    python scripts/export_onnx.py CHECKPOINT [--output model.onnx] [--task auto] [--atol 1e-4] [--benchmark]
+
+CHECKPOINT is a folder written by `save_pretrained`, a Hub model id, or a config .json (a randomly initialized model,
+for benchmarks). The model is loaded with this repository's classes on the pure-PyTorch SSD path
+(`ssd_backend="torch"`, float32) and captured with `torch.onnx.export(..., dynamo=True)` with a dynamic batch size
+and sequence length (and number of choices). The graph takes `input_ids`, `attention_mask` and `token_type_ids`
+(int64, (batch, sequence); (batch, choices, sequence) for multiple choice) and returns the head's outputs under their
+transformers names (`last_hidden_state` and `pooler_output`, `logits`, or `start_logits` and `end_logits`). It always
+runs the padded path: padded positions are masked, so real tokens get what they get alone; per-token outputs at padded
+positions are unspecified (the eager model's padding-free path returns zeros there).
+
+The parity check runs the graph in onnxruntime and the eager model in PyTorch on padded batches of several shapes,
+none of them the export example: the checkpoint's tokenizer on sample sentences when the folder has one, else random
+ids, plus batches longer than one 64-token chunk and of a single token. It prints the largest absolute difference per
+output (over real tokens for per-token outputs) and exits with 1 when one exceeds --atol. A folder without a model
+exits with 2 and one line on stderr.
+
+--benchmark then times onnxruntime against eager PyTorch on CPU (median of --repeats runs after two warm-ups, both on
+--threads threads) at --bench-batch rows per batch and each of --bench-lengths, with rows of random lengths between a
+quarter of the length and the length, padded to it (the shape of dynamically padded GLUE batches). Eager runs twice:
+padding-free (`config.unpad_inputs`, the default) and padded (the path the exported graph takes).
+"""
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from transformers import AutoTokenizer
+from transformers.utils import logging
+
+import modeling_hydra
+from configuration_hydra import HydraConfig
+
+TASKS = {
+    "base": "HydraModel",
+    "masked-lm": "HydraForMaskedLM",
+    "sequence-classification": "HydraForSequenceClassification",
+    "token-classification": "HydraForTokenClassification",
+    "question-answering": "HydraForQuestionAnswering",
+    "multiple-choice": "HydraForMultipleChoice",
+}
+INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
+SAMPLE_TEXTS = [
+    "Hydra mixes a sequence in both directions with a quasiseparable matrix.",
+    "A short one.",
+    "State-space encoders read long inputs in linear time; " * 6,
+    "Exported graphs serve every batch size and sequence length.",
+]
+SAMPLE_CHOICES = ["it is exportable.", "it needs triton kernels at inference time."]
+RANDOM_SHAPES = [(3, 23), (2, 70), (1, 1)]  # (batch, sequence); 70 spans two chunks of 64 tokens
+
+
+class CheckpointError(Exception):
+    """CHECKPOINT holds no Hydra model that this script can load."""
+
+
+class OnnxSignature(nn.Module):
+    """The model with the graph's signature: (input_ids, attention_mask, token_type_ids) -> its named outputs."""
+
+    def __init__(self, model: nn.Module, output_names: list[str]):
+        super().__init__()
+        self.model = model
+        self.output_names = output_names
+
+    def forward(self, input_ids, attention_mask, token_type_ids):
+        outputs = self.model(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+                             return_dict=True)
+        return tuple(outputs[name] for name in self.output_names)
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def load_model(checkpoint: str, task: str, seed: int) -> nn.Module:
+    """The eval-mode float32 model of `checkpoint` on the torch SSD path; CheckpointError if there is none."""
+    path = Path(checkpoint)
+    if path.suffix == ".json" and path.is_file():
+        config = HydraConfig.from_json_file(str(path))
+        config.ssd_backend = "torch"
+        torch.manual_seed(seed)
+        return getattr(modeling_hydra, TASKS[task if task != "auto" else "base"])(config).eval()
+    if path.is_dir() and not (path / "config.json").is_file():
+        raise CheckpointError(f"{checkpoint} holds no model (no config.json): give a folder written by "
+                              "save_pretrained, a Hub model id or a config .json")
+    if not path.exists() and (path.is_absolute() or checkpoint.startswith(".") or checkpoint.count("/") > 1):
+        raise CheckpointError(f"{checkpoint} does not exist (and is not a Hub model id)")
+    try:
+        config_dict, _ = HydraConfig.get_config_dict(checkpoint)
+    except (OSError, ValueError) as error:
+        raise CheckpointError(f"cannot read a model config from {checkpoint!r}: {_first_line(error)}") from None
+    if config_dict.get("model_type") != "hydra":
+        raise CheckpointError(f"{checkpoint!r} holds a {config_dict.get('model_type')!r} model, not a Hydra model")
+    if task == "auto":
+        architectures = config_dict.get("architectures") or ["HydraModel"]
+        class_name = architectures[0] if architectures[0] in TASKS.values() else "HydraModel"
+    else:
+        class_name = TASKS[task]
+    try:
+        model = getattr(modeling_hydra, class_name).from_pretrained(checkpoint, ssd_backend="torch",
+                                                                    dtype=torch.float32)
+    except (OSError, ValueError) as error:
+        raise CheckpointError(f"cannot load the weights of {checkpoint!r}: {_first_line(error)}") from None
+    return model.eval()
+
+
+def load_tokenizer(checkpoint: str, vocab_size: int):
+    """The checkpoint's tokenizer, or None when it has none (or one with ids the model does not have)."""
+    if Path(checkpoint).suffix == ".json":
+        return None
+    verbosity = logging.get_verbosity()
+    logging.set_verbosity_error()  # a tokenizer-only load reads the model config too, and warns about its type
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(checkpoint, trust_remote_code=False)
+    except (OSError, ValueError, TypeError):
+        return None
+    finally:
+        logging.set_verbosity(verbosity)
+    return tokenizer if len(tokenizer) <= vocab_size else None
+
+
+def random_batch(shape: tuple, vocab_size: int, pad_token_id: int, generator: torch.Generator) -> dict:
+    """Random ids of (batch, ..., sequence) rows of random lengths (the first full), padded with pad_token_id."""
+    seqlen = shape[-1]
+    lengths = torch.randint(max(seqlen // 4, 1), seqlen + 1, shape[:-1], generator=generator)
+    lengths.view(-1)[0] = seqlen
+    mask = (torch.arange(seqlen) < lengths.unsqueeze(-1)).long()
+    ids = torch.randint(1, vocab_size, shape, generator=generator).masked_fill(mask == 0, pad_token_id)
+    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids)}
+
+
+def sample_batches(tokenizer, config, multiple_choice: bool, seed: int) -> list[dict]:
+    """Padded (batch, [choices,] sequence) batches for the parity check: tokenized sample texts (with a tokenizer)
+    and random ids at RANDOM_SHAPES."""
+    generator = torch.Generator().manual_seed(seed)
+    batches = []
+    if tokenizer is not None:
+        if multiple_choice:
+            firsts = [text for text in SAMPLE_TEXTS for _ in SAMPLE_CHOICES]
+            encoded = tokenizer(firsts, SAMPLE_CHOICES * len(SAMPLE_TEXTS), padding=True, return_tensors="pt")
+            encoded = {k: v.view(len(SAMPLE_TEXTS), len(SAMPLE_CHOICES), -1) for k, v in encoded.items()}
+        else:
+            encoded = tokenizer(SAMPLE_TEXTS, padding=True, return_tensors="pt")
+        batch = {name: encoded[name].long() for name in INPUT_NAMES if name in encoded}
+        batch.setdefault("token_type_ids", torch.zeros_like(batch["input_ids"]))
+        batches.append(batch)
+    for shape in RANDOM_SHAPES:
+        shape = (shape[0], 2, shape[1]) if multiple_choice else shape
+        batches.append(random_batch(shape, config.vocab_size, config.pad_token_id or 0, generator))
+    return batches
+
+
+def export(model: nn.Module, output: Path, multiple_choice: bool, optimize: bool = True,
+           opset: int | None = None) -> list[str]:
+    """Write `model` as an ONNX graph with dynamic batch, sequence (and choices) to `output`; returns the names of
+    its outputs."""
+    example = random_batch((2, 3, 9) if multiple_choice else (2, 9), model.config.vocab_size,
+                           model.config.pad_token_id or 0, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        output_names = list(model(**example, return_dict=True).keys())
+    names = ("batch", "choices", "sequence") if multiple_choice else ("batch", "sequence")
+    dims = {axis: torch.export.Dim(name, min=1) for axis, name in enumerate(names)}
+    with torch.no_grad():
+        program = torch.onnx.export(OnnxSignature(model, output_names).eval(), tuple(example[n] for n in INPUT_NAMES),
+                                    input_names=list(INPUT_NAMES), output_names=output_names,
+                                    dynamic_shapes=(dims,) * len(INPUT_NAMES), dynamo=True, optimize=optimize,
+                                    opset_version=opset, verbose=False)
+    program.save(str(output))
+    return output_names
+
+
+def onnx_session(path: Path, threads: int):
+    """An onnxruntime CPU session of `path` on `threads` intra-op threads."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3  # errors only (not the warnings of constant folding)
+    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def max_differences(session, model: nn.Module, batches: list[dict]) -> dict[str, float]:
+    """Largest |onnxruntime - eager| per output over `batches`, at real tokens for per-token outputs."""
+    names = [output.name for output in session.get_outputs()]
+    per_token = {output.name for output in session.get_outputs() if "sequence" in output.shape}
+    worst = dict.fromkeys(names, 0.0)
+    for batch in batches:
+        with torch.no_grad():
+            eager = model(**batch, return_dict=True)
+        onnx_outputs = session.run(names, {name: batch[name].numpy() for name in INPUT_NAMES})
+        mask = batch["attention_mask"].numpy().astype(bool)
+        for name, value in zip(names, onnx_outputs):
+            difference = np.abs(value - eager[name].numpy())
+            if name in per_token:  # real tokens only
+                difference = difference[mask]
+            worst[name] = max(worst[name], float(difference.max()))
+    return worst
+
+
+def _median_seconds(run, repeats: int) -> float:
+    for _ in range(2):
+        run()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def benchmark(session, model: nn.Module, batch_size: int, lengths: list[int], repeats: int, seed: int) -> list[dict]:
+    """Median seconds per padded batch of onnxruntime and of eager PyTorch (padding-free and padded), per length."""
+    generator = torch.Generator().manual_seed(seed)
+    rows = []
+    for seqlen in lengths:
+        batch = random_batch((batch_size, seqlen), model.config.vocab_size, model.config.pad_token_id or 0,
+                             generator)
+        feed = {name: batch[name].numpy() for name in INPUT_NAMES}
+        row = {"batch": batch_size, "length": seqlen, "real_tokens": int(batch["attention_mask"].sum())}
+        unpad = model.config.unpad_inputs
+        for key, setting in (("eager_padding_free", True), ("eager_padded", False)):
+            model.config.unpad_inputs = setting
+            with torch.inference_mode():
+                row[key] = _median_seconds(lambda: model(**batch), repeats)
+        model.config.unpad_inputs = unpad
+        row["onnxruntime"] = _median_seconds(lambda: session.run(None, feed), repeats)
+        rows.append(row)
+    return rows
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=__doc__.split("\n\n", 2)[2])
+    parser.add_argument("checkpoint", help="folder written by save_pretrained, Hub model id, or a config .json")
+    parser.add_argument("--output", default="model.onnx", help="path of the ONNX file (default: model.onnx)")
+    parser.add_argument("--task", default="auto", choices=["auto", *TASKS],
+                        help="head to export; auto: the config's architectures (default: auto)")
+    parser.add_argument("--atol", type=float, default=1e-4, help="largest accepted |onnxruntime - eager| (1e-4)")
+    parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's choice)")
+    parser.add_argument("--no-optimize", dest="optimize", action="store_false",
+                        help="skip onnxscript's graph optimization (faster export, larger graph)")
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads of PyTorch and onnxruntime (2)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the sample ids (and of a config's weights)")
+    parser.add_argument("--benchmark", action="store_true", help="time onnxruntime against eager PyTorch on CPU")
+    parser.add_argument("--bench-batch", type=int, default=32, help="rows per benchmark batch (32)")
+    parser.add_argument("--bench-lengths", type=int, nargs="+", default=[64, 128],
+                        help="padded lengths of the benchmark batches (64 128)")
+    parser.add_argument("--repeats", type=int, default=20, help="timed runs per measurement (20)")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        model = load_model(args.checkpoint, args.task, args.seed)
+    except CheckpointError as error:
+        print(f"export_onnx.py: error: {error}", file=sys.stderr)
+        return 2
+    try:
+        import onnx  # noqa: F401  (the exporter needs onnx and onnxscript, the check onnxruntime)
+        import onnxruntime  # noqa: F401
+        import onnxscript  # noqa: F401
+    except ImportError as error:
+        print(f"export_onnx.py: error: {error.name} is not installed: pip install onnx onnxscript onnxruntime",
+              file=sys.stderr)
+        return 2
+    torch.set_num_threads(args.threads)
+    multiple_choice = isinstance(model, modeling_hydra.HydraForMultipleChoice)
+    output = Path(args.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+
+    start = time.perf_counter()
+    output_names = export(model, output, multiple_choice, optimize=args.optimize, opset=args.opset)
+    print(f"exported {type(model).__name__} to {output} in {time.perf_counter() - start:.0f} s; "
+          f"outputs: {', '.join(output_names)}")
+    session = onnx_session(output, args.threads)
+    fixed = [(i.name, i.shape) for i in session.get_inputs() if any(isinstance(d, int) for d in i.shape)]
+    if fixed:
+        print(f"export_onnx.py: error: the exporter fixed input dims {fixed}; the graph is not dynamic",
+              file=sys.stderr)
+        return 1
+
+    tokenizer = load_tokenizer(args.checkpoint, model.config.vocab_size)
+    batches = sample_batches(tokenizer, model.config, multiple_choice, args.seed)
+    shapes = ", ".join("x".join(map(str, b["input_ids"].shape)) for b in batches)
+    source = "the checkpoint's tokenizer and random ids" if tokenizer is not None else "random ids"
+    print(f"parity on padded batches of {source} (shapes {shapes}):")
+    differences = max_differences(session, model, batches)
+    for name, difference in differences.items():
+        print(f"  max |onnxruntime - eager| {name}: {difference:.2e}")
+    if max(differences.values()) > args.atol:
+        print(f"export_onnx.py: error: onnxruntime differs from eager by more than --atol {args.atol:g}",
+              file=sys.stderr)
+        return 1
+
+    if args.benchmark:
+        rows = benchmark(session, model, args.bench_batch, args.bench_lengths, args.repeats, args.seed)
+        print(f"\nCPU inference, {args.threads} threads, median of {args.repeats} (ms per batch):\n")
+        print("| batch x length | real tokens | eager padding-free | eager padded | onnxruntime | eager pf / ort |")
+        print("|---|---|---|---|---|---|")
+        for row in rows:
+            print(f"| {row['batch']} x {row['length']} | {row['real_tokens']} | {row['eager_padding_free'] * 1e3:.1f} "
+                  f"| {row['eager_padded'] * 1e3:.1f} | {row['onnxruntime'] * 1e3:.1f} "
+                  f"| {row['eager_padding_free'] / row['onnxruntime']:.2f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
