@@ -17,13 +17,15 @@ ids, plus batches longer than one 64-token chunk and of a single token. It print
 output (over real tokens for per-token outputs) and exits with 1 when one exceeds --atol. A folder without a model
 exits with 2 and one line on stderr.
 
---benchmark then times onnxruntime against eager PyTorch on CPU (median of --repeats runs after two warm-ups, both on
---threads threads) at --bench-batch rows per batch and each of --bench-lengths, with rows of random lengths between a
-quarter of the length and the length, padded to it (the shape of dynamically padded GLUE batches). Eager runs twice:
-padding-free (`config.unpad_inputs`, the default) and padded (the path the exported graph takes).
+--benchmark then times onnxruntime against eager PyTorch on CPU (median and minimum of --repeats runs after three
+warm-ups, taken in turn, all on --threads threads) at --bench-batch rows per batch and each of --bench-lengths, with
+rows of random lengths between a quarter of the length and the length, padded to it (the shape of dynamically padded
+GLUE batches). Eager runs twice: padding-free (`config.unpad_inputs`, the default) and padded (the path the exported
+graph takes).
 """
 
 import argparse
+import functools
 import statistics
 import sys
 import time
@@ -55,6 +57,7 @@ SAMPLE_TEXTS = [
 ]
 SAMPLE_CHOICES = ["it is exportable.", "it needs triton kernels at inference time."]
 RANDOM_SHAPES = [(3, 23), (2, 70), (1, 1)]  # (batch, sequence); 70 spans two chunks of 64 tokens
+_WARMUPS = 3
 
 
 class CheckpointError(Exception):
@@ -80,6 +83,14 @@ def _first_line(error: Exception) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
+def _model_class(task: str, architectures: list[str] | None):
+    """The class of --task; for "auto" the config's first architecture if it is ours, else HydraModel."""
+    if task != "auto":
+        return getattr(modeling_hydra, TASKS[task])
+    name = (architectures or ["HydraModel"])[0]
+    return getattr(modeling_hydra, name if name in TASKS.values() else "HydraModel")
+
+
 def load_model(checkpoint: str, task: str, seed: int) -> nn.Module:
     """The eval-mode float32 model of `checkpoint` on the torch SSD path; CheckpointError if there is none."""
     path = Path(checkpoint)
@@ -87,7 +98,7 @@ def load_model(checkpoint: str, task: str, seed: int) -> nn.Module:
         config = HydraConfig.from_json_file(str(path))
         config.ssd_backend = "torch"
         torch.manual_seed(seed)
-        return getattr(modeling_hydra, TASKS[task if task != "auto" else "base"])(config).eval()
+        return _model_class(task, config.architectures)(config).eval()
     if path.is_dir() and not (path / "config.json").is_file():
         raise CheckpointError(f"{checkpoint} holds no model (no config.json): give a folder written by "
                               "save_pretrained, a Hub model id or a config .json")
@@ -99,14 +110,9 @@ def load_model(checkpoint: str, task: str, seed: int) -> nn.Module:
         raise CheckpointError(f"cannot read a model config from {checkpoint!r}: {_first_line(error)}") from None
     if config_dict.get("model_type") != "hydra":
         raise CheckpointError(f"{checkpoint!r} holds a {config_dict.get('model_type')!r} model, not a Hydra model")
-    if task == "auto":
-        architectures = config_dict.get("architectures") or ["HydraModel"]
-        class_name = architectures[0] if architectures[0] in TASKS.values() else "HydraModel"
-    else:
-        class_name = TASKS[task]
     try:
-        model = getattr(modeling_hydra, class_name).from_pretrained(checkpoint, ssd_backend="torch",
-                                                                    dtype=torch.float32)
+        model = _model_class(task, config_dict.get("architectures")).from_pretrained(
+            checkpoint, ssd_backend="torch", dtype=torch.float32)
     except (OSError, ValueError) as error:
         raise CheckpointError(f"cannot load the weights of {checkpoint!r}: {_first_line(error)}") from None
     return model.eval()
@@ -185,6 +191,8 @@ def onnx_session(path: Path, threads: int):
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.log_severity_level = 3  # errors only (not the warnings of constant folding)
+    # no busy-waiting of idle pool threads: it would take the cores from PyTorch when the two run in turn
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
@@ -206,34 +214,40 @@ def max_differences(session, model: nn.Module, batches: list[dict]) -> dict[str,
     return worst
 
 
-def _median_seconds(run, repeats: int) -> float:
-    for _ in range(2):
-        run()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def _seconds(run) -> float:
+    start = time.perf_counter()
+    run()
+    return time.perf_counter() - start
 
 
 def benchmark(session, model: nn.Module, batch_size: int, lengths: list[int], repeats: int, seed: int) -> list[dict]:
-    """Median seconds per padded batch of onnxruntime and of eager PyTorch (padding-free and padded), per length."""
+    """(median, min) seconds per padded batch of onnxruntime and of eager PyTorch (padding-free and padded), per
+    length. The three run in turn within each repeat, so that a load change on a shared machine hits them alike."""
     generator = torch.Generator().manual_seed(seed)
+    unpad_inputs = model.config.unpad_inputs
+
+    def eager(batch, unpad):
+        model.config.unpad_inputs = unpad
+        with torch.inference_mode():
+            model(**batch)
+
     rows = []
     for seqlen in lengths:
         batch = random_batch((batch_size, seqlen), model.config.vocab_size, model.config.pad_token_id or 0,
                              generator)
         feed = {name: batch[name].numpy() for name in INPUT_NAMES}
-        row = {"batch": batch_size, "length": seqlen, "real_tokens": int(batch["attention_mask"].sum())}
-        unpad = model.config.unpad_inputs
-        for key, setting in (("eager_padding_free", True), ("eager_padded", False)):
-            model.config.unpad_inputs = setting
-            with torch.inference_mode():
-                row[key] = _median_seconds(lambda: model(**batch), repeats)
-        model.config.unpad_inputs = unpad
-        row["onnxruntime"] = _median_seconds(lambda: session.run(None, feed), repeats)
-        rows.append(row)
+        runs = {"eager_padding_free": functools.partial(eager, batch, True),
+                "eager_padded": functools.partial(eager, batch, False),
+                "onnxruntime": functools.partial(session.run, None, feed)}
+        times = {name: [] for name in runs}
+        for repeat in range(_WARMUPS + repeats):
+            for name, run in runs.items():
+                seconds = _seconds(run)
+                if repeat >= _WARMUPS:
+                    times[name].append(seconds)
+        rows.append({"batch": batch_size, "length": seqlen, "real_tokens": int(batch["attention_mask"].sum()),
+                     **{name: (statistics.median(values), min(values)) for name, values in times.items()}})
+    model.config.unpad_inputs = unpad_inputs
     return rows
 
 
@@ -305,13 +319,14 @@ def main(argv=None) -> int:
 
     if args.benchmark:
         rows = benchmark(session, model, args.bench_batch, args.bench_lengths, args.repeats, args.seed)
-        print(f"\nCPU inference, {args.threads} threads, median of {args.repeats} (ms per batch):\n")
+        print(f"\nCPU inference, {args.threads} threads: ms per batch, median (min) of {args.repeats} runs\n")
         print("| batch x length | real tokens | eager padding-free | eager padded | onnxruntime | eager pf / ort |")
         print("|---|---|---|---|---|---|")
+        cell = lambda seconds: f"{seconds[0] * 1e3:.0f} ({seconds[1] * 1e3:.0f})"
         for row in rows:
-            print(f"| {row['batch']} x {row['length']} | {row['real_tokens']} | {row['eager_padding_free'] * 1e3:.1f} "
-                  f"| {row['eager_padded'] * 1e3:.1f} | {row['onnxruntime'] * 1e3:.1f} "
-                  f"| {row['eager_padding_free'] / row['onnxruntime']:.2f} |")
+            print(f"| {row['batch']} x {row['length']} | {row['real_tokens']} | {cell(row['eager_padding_free'])} "
+                  f"| {cell(row['eager_padded'])} | {cell(row['onnxruntime'])} "
+                  f"| {row['eager_padding_free'][0] / row['onnxruntime'][0]:.2f} |")
     return 0
 
 

@@ -95,6 +95,15 @@ def test_every_head_exports_with_dynamic_shapes(model_class):
         assert max_difference(output, reference, mask) < TOLERANCE, (batch, seqlen)
 
 
+def test_multiple_choice_checks_input_shapes_before_flattening():
+    """The check that ties the sizes of the inputs under export, with its eager error message."""
+    model = HydraForMultipleChoice(tiny_config(num_hidden_layers=1)).eval()
+    ids = torch.randint(1, model.config.vocab_size, (2, 3, 5))
+    with pytest.raises(ValueError, match=r"attention_mask must have the shape \(batch, num_choices, seqlen\) = "
+                                         r"\(2, 3, 5\), got \(3, 2, 5\)"):
+        model(input_ids=ids, attention_mask=torch.ones(3, 2, 5, dtype=torch.long))  # same size once flattened
+
+
 def test_exported_program_of_unpadded_input():
     """Exported without a mask, and with an all-ones mask: the second still honours padding."""
     model = HydraModel(tiny_config(num_hidden_layers=1)).eval()
