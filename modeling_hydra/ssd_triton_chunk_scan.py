@@ -13,23 +13,24 @@ from __future__ import annotations
 import torch
 
 from .ssd_chunk_layout import groups_to_heads, pair_decays, shift_rows, to_chunks
-from .ssd_triton_runtime import block_size, dot_config, tl, triton_jit
-from .ssd_triton_tiles import load_decay_rows, load_shifted_rows, load_state_tiles
+from .ssd_triton_launch import launch_config, seq_strides
+from .ssd_triton_runtime import dot_config, tl, triton_jit
+from .ssd_triton_tiles import load_decay_rows, load_seq_id, load_seq_ids, load_shifted_rows, load_state_tile
 
 
 @triton_jit
 def _chunk_scan_kernel(
-    x_ptr, dtf_ptr, dtb_ptr, A_ptr, Bf_ptr, Cf_ptr, Bb_ptr, Cb_ptr, diag_ptr,
+    x_ptr, dtf_ptr, dtb_ptr, A_ptr, Bf_ptr, Cf_ptr, Bb_ptr, Cb_ptr, diag_ptr, seq_ptr,
     cumf_ptr, cumb_ptr, enterf_ptr, enterb_ptr, y_ptr,
     seqlen, nheads, heads_per_group, d_state, headdim, chunk_size, nchunks,
     stride_x_b, stride_x_l, stride_x_h, stride_x_p,
     stride_dtf_b, stride_dtf_l, stride_dtf_h, stride_dtb_b, stride_dtb_l, stride_dtb_h,
     stride_Bf_b, stride_Bf_l, stride_Bf_g, stride_Bf_n, stride_Cf_b, stride_Cf_l, stride_Cf_g, stride_Cf_n,
     stride_Bb_b, stride_Bb_l, stride_Bb_g, stride_Bb_n, stride_Cb_b, stride_Cb_l, stride_Cb_g, stride_Cb_n,
-    stride_diag_b, stride_diag_l, stride_diag_h,
+    stride_diag_b, stride_diag_l, stride_diag_h, stride_seq_b, stride_seq_l,
     stride_y_b, stride_y_l, stride_y_h, stride_y_p,
-    BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_P: tl.constexpr,
-    DOT_DTYPE: tl.constexpr, PRECISION: tl.constexpr,
+    HAS_SEQ_IDX: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr,
+    BLOCK_P: tl.constexpr, DOT_DTYPE: tl.constexpr, PRECISION: tl.constexpr,
 ):
     pid_bc = tl.program_id(0)
     pid_b = (pid_bc // nchunks).to(tl.int64)
@@ -43,7 +44,8 @@ def _chunk_scan_kernel(
     offs_n = tl.arange(0, BLOCK_N)
     mask_p = offs_p < headdim
     mask_n = offs_n < d_state
-    t = pid_c * chunk_size + offs_m
+    chunk_start = pid_c * chunk_size
+    t = chunk_start + offs_m
     valid_t = (offs_m < chunk_size) & (t < seqlen)
 
     A = tl.load(A_ptr + pid_h).to(tl.float32)
@@ -53,22 +55,34 @@ def _chunk_scan_kernel(
     dtb_base = dtb_ptr + pid_b * stride_dtb_b + pid_h * stride_dtb_h
     Bf_base = Bf_ptr + pid_b * stride_Bf_b + pid_g * stride_Bf_g
     Bb_base = Bb_ptr + pid_b * stride_Bb_b + pid_g * stride_Bb_g
+    Cf_base = Cf_ptr + pid_b * stride_Cf_b + pid_g * stride_Cf_g
+    Cb_base = Cb_ptr + pid_b * stride_Cb_b + pid_g * stride_Cb_g
 
-    cumf_t = tl.load(cumf_ptr + cum_off + offs_m, mask=offs_m < chunk_size, other=0.0)
-    cumb_t = tl.load(cumb_ptr + cum_off + offs_m, mask=offs_m < chunk_size, other=0.0)
-    cumxf_t = cumf_t - A * tl.load(dtf_base + t * stride_dtf_l, mask=valid_t, other=0.0).to(tl.float32)
-    cumxb_t = cumb_t - A * tl.load(dtb_base + t * stride_dtb_l, mask=valid_t, other=0.0).to(tl.float32)
-    # The shifted C of each direction: row t reads C_f[t - 1] and C_b[t + 1].
-    Csf = load_shifted_rows(Cf_ptr + pid_b * stride_Cf_b + pid_g * stride_Cf_g, t, valid_t, seqlen, stride_Cf_l,
-                            offs_n, mask_n, stride_Cf_n, SHIFT=-1, TRANSPOSED=False).to(DOT_DTYPE)
-    Csb = load_shifted_rows(Cb_ptr + pid_b * stride_Cb_b + pid_g * stride_Cb_g, t, valid_t, seqlen, stride_Cb_l,
-                            offs_n, mask_n, stride_Cb_n, SHIFT=1, TRANSPOSED=False).to(DOT_DTYPE)
+    cumxf_t = tl.load(cumf_ptr + cum_off + offs_m, mask=offs_m < chunk_size, other=0.0) \
+        - A * tl.load(dtf_base + t * stride_dtf_l, mask=valid_t, other=0.0).to(tl.float32)
+    cumxb_t = tl.load(cumb_ptr + cum_off + offs_m, mask=offs_m < chunk_size, other=0.0) \
+        - A * tl.load(dtb_base + t * stride_dtb_l, mask=valid_t, other=0.0).to(tl.float32)
+    # Decay of the entering states to row t; zero for rows of another sequence than the state's.
+    out_f = tl.exp(cumxf_t)
+    out_b = tl.exp(cumxb_t)
+    if HAS_SEQ_IDX:
+        seq_base = seq_ptr + pid_b * stride_seq_b
+        seq_t = load_seq_ids(seq_base, t, valid_t, stride_seq_l)
+        out_f = tl.where(seq_t == load_seq_id(seq_base, chunk_start - 1, seqlen, stride_seq_l), out_f, 0.0)
+        out_b = tl.where(seq_t == load_seq_id(seq_base, chunk_start + chunk_size, seqlen, stride_seq_l), out_b, 0.0)
 
+    # States entering from the left and the right; row t reads the shifted C: C_f[t - 1] and C_b[t + 1].
     state_off = ((pid_b * nchunks + pid_c) * nheads + pid_h) * d_state * headdim
-    enter_f, enter_b = load_state_tiles(enterf_ptr, enterb_ptr, state_off, offs_n, offs_p, mask_n, mask_p, headdim,
-                                        TRANSPOSED=False, DOT_DTYPE=DOT_DTYPE)
-    acc = tl.dot(Csf, enter_f, input_precision=PRECISION) * tl.exp(cumxf_t)[:, None]
-    acc += tl.dot(Csb, enter_b, input_precision=PRECISION) * tl.exp(cumxb_t)[:, None]
+    Csf = load_shifted_rows(Cf_base, t, valid_t, seqlen, stride_Cf_l, offs_n, mask_n, stride_Cf_n,
+                            SHIFT=-1, TRANSPOSED=False).to(DOT_DTYPE)
+    enter = load_state_tile(enterf_ptr, state_off, offs_n, offs_p, mask_n, mask_p, headdim,
+                            TRANSPOSED=False, DOT_DTYPE=DOT_DTYPE)
+    acc = tl.dot(Csf, enter, input_precision=PRECISION) * out_f[:, None]
+    Csb = load_shifted_rows(Cb_base, t, valid_t, seqlen, stride_Cb_l, offs_n, mask_n, stride_Cb_n,
+                            SHIFT=1, TRANSPOSED=False).to(DOT_DTYPE)
+    enter = load_state_tile(enterb_ptr, state_off, offs_n, offs_p, mask_n, mask_p, headdim,
+                            TRANSPOSED=False, DOT_DTYPE=DOT_DTYPE)
+    acc += tl.dot(Csb, enter, input_precision=PRECISION) * out_b[:, None]
 
     x_t = tl.load(x_base + t[:, None] * stride_x_l + offs_p[None, :] * stride_x_p,
                   mask=valid_t[:, None] & mask_p[None, :], other=0.0)
@@ -78,21 +92,28 @@ def _chunk_scan_kernel(
 
     for k0 in range(0, chunk_size, BLOCK_K):
         offs_k = k0 + tl.arange(0, BLOCK_K)
-        s = pid_c * chunk_size + offs_k
+        s = chunk_start + offs_k
         valid_s = (offs_k < chunk_size) & (s < seqlen)
+        pair_ok = valid_s[None, :]
+        if HAS_SEQ_IDX:
+            pair_ok = pair_ok & (seq_t[:, None] == load_seq_ids(seq_base, s, valid_s, stride_seq_l)[None, :])
         mix = tl.zeros((BLOCK_M, BLOCK_K), dtype=tl.float32)
         if k0 < m0 + BLOCK_M:  # some s < t: forward triangle
+            Csf = load_shifted_rows(Cf_base, t, valid_t, seqlen, stride_Cf_l, offs_n, mask_n, stride_Cf_n,
+                                    SHIFT=-1, TRANSPOSED=False).to(DOT_DTYPE)
             Bf = tl.load(Bf_base + s[None, :] * stride_Bf_l + offs_n[:, None] * stride_Bf_n,
                          mask=mask_n[:, None] & valid_s[None, :], other=0.0).to(DOT_DTYPE)
             dtf_s, cumf_s = load_decay_rows(dtf_base, stride_dtf_l, s, valid_s, cumf_ptr + cum_off, offs_k, chunk_size)
-            lower = (offs_m[:, None] > offs_k[None, :]) & valid_s[None, :]
+            lower = (offs_m[:, None] > offs_k[None, :]) & pair_ok
             decay = tl.exp(tl.where(lower, cumxf_t[:, None] - cumf_s[None, :], float("-inf")))
             mix += tl.dot(Csf, Bf, input_precision=PRECISION) * decay * dtf_s[None, :]
         if k0 + BLOCK_K > m0:  # some s > t: backward triangle
+            Csb = load_shifted_rows(Cb_base, t, valid_t, seqlen, stride_Cb_l, offs_n, mask_n, stride_Cb_n,
+                                    SHIFT=1, TRANSPOSED=False).to(DOT_DTYPE)
             Bb = tl.load(Bb_base + s[None, :] * stride_Bb_l + offs_n[:, None] * stride_Bb_n,
                          mask=mask_n[:, None] & valid_s[None, :], other=0.0).to(DOT_DTYPE)
             dtb_s, cumb_s = load_decay_rows(dtb_base, stride_dtb_l, s, valid_s, cumb_ptr + cum_off, offs_k, chunk_size)
-            upper = (offs_m[:, None] < offs_k[None, :]) & valid_s[None, :]
+            upper = (offs_m[:, None] < offs_k[None, :]) & pair_ok
             decay = tl.exp(tl.where(upper, cumxb_t[:, None] - cumb_s[None, :], float("-inf")))
             mix += tl.dot(Csb, Bb, input_precision=PRECISION) * decay * dtb_s[None, :]
         x_s = tl.load(x_base + s[:, None] * stride_x_l + offs_p[None, :] * stride_x_p,
@@ -103,23 +124,23 @@ def _chunk_scan_kernel(
              acc, mask=valid_t[:, None] & mask_p[None, :])
 
 
-def chunk_scan(x, dt_f, dt_b, A, B_f, C_f, B_b, C_b, diag, cum_f, cum_b, enter_f, enter_b) -> torch.Tensor:
+def chunk_scan(x, dt_f, dt_b, A, B_f, C_f, B_b, C_b, diag, cum_f, cum_b, enter_f, enter_b, seq_idx=None):
     """y (batch, seqlen, nheads, headdim) in x's dtype from the SSD inputs (shapes of `ssd_bidirectional_torch`),
-    the in-chunk cumsums of both directions (`chunk_cumsum`) and their entering states (`state_passing`)."""
+    the in-chunk cumsums of both directions (`chunk_cumsum`), their entering states (`state_passing`) and the
+    optional int32 sequence ids seq_idx (batch, seqlen)."""
     batch, seqlen, nheads, headdim = x.shape
     ngroups, d_state = B_f.shape[2], B_f.shape[3]
     nchunks, chunk_size = cum_f.shape[2], cum_f.shape[3]
     y = torch.empty_like(x, memory_format=torch.contiguous_format)
-    block_m = block_size(chunk_size, cap=64)
-    block_p = block_size(headdim, cap=64)
+    config = launch_config("chunk_scan", _chunk_scan_kernel, x.dtype, headdim, d_state, chunk_size)
+    block_m, block_p = config["BLOCK_M"], config["BLOCK_P"]
     grid = (batch * nchunks, nheads, -(-chunk_size // block_m) * -(-headdim // block_p))
     _chunk_scan_kernel[grid](
-        x, dt_f, dt_b, A, B_f, C_f, B_b, C_b, diag, cum_f, cum_b, enter_f, enter_b, y,
+        x, dt_f, dt_b, A, B_f, C_f, B_b, C_b, diag, seq_idx, cum_f, cum_b, enter_f, enter_b, y,
         seqlen, nheads, nheads // ngroups, d_state, headdim, chunk_size, nchunks,
         *x.stride(), *dt_f.stride(), *dt_b.stride(), *B_f.stride(), *C_f.stride(), *B_b.stride(), *C_b.stride(),
-        *diag.stride(), *y.stride(),
-        BLOCK_M=block_m, BLOCK_K=block_m, BLOCK_N=block_size(d_state), BLOCK_P=block_p,
-        **dot_config(x.dtype, _chunk_scan_kernel),
+        *diag.stride(), *seq_strides(seq_idx), *y.stride(),
+        HAS_SEQ_IDX=seq_idx is not None, **config, **dot_config(x.dtype, _chunk_scan_kernel),
     )
     return y
 

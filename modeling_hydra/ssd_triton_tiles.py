@@ -1,5 +1,5 @@
-"""Tile loaders shared by the Triton chunk-scan kernels: the state tiles of both directions, shifted rows of C, and
-the step sizes of a block of rows with their in-chunk cumulative log decays."""
+"""Tile loaders shared by the Triton chunk-scan kernels: state tiles, shifted rows of C, the step sizes of a block of
+rows with their in-chunk cumulative log decays, and the sequence ids of rows (sequence boundaries, `seq_idx`)."""
 
 from __future__ import annotations
 
@@ -7,19 +7,17 @@ from .ssd_triton_runtime import tl, triton_jit
 
 
 @triton_jit
-def load_state_tiles(f_ptr, b_ptr, offset, offs_n, offs_p, mask_n, mask_p, headdim,
-                     TRANSPOSED: tl.constexpr, DOT_DTYPE: tl.constexpr):
-    """The (d_state, headdim) float32 state tiles of both directions at `offset`, as (BLOCK_N, BLOCK_P) tiles or,
-    when TRANSPOSED, (BLOCK_P, BLOCK_N) tiles, cast to DOT_DTYPE."""
+def load_state_tile(ptr, offset, offs_n, offs_p, mask_n, mask_p, headdim,
+                    TRANSPOSED: tl.constexpr, DOT_DTYPE: tl.constexpr):
+    """The (d_state, headdim) float32 state tile at `ptr + offset`, as a (BLOCK_N, BLOCK_P) tile or, when TRANSPOSED,
+    a (BLOCK_P, BLOCK_N) tile, cast to DOT_DTYPE."""
     if TRANSPOSED:
         ptrs = offset + offs_n[None, :] * headdim + offs_p[:, None]
         mask = mask_p[:, None] & mask_n[None, :]
     else:
         ptrs = offset + offs_n[:, None] * headdim + offs_p[None, :]
         mask = mask_n[:, None] & mask_p[None, :]
-    state_f = tl.load(f_ptr + ptrs, mask=mask, other=0.0).to(DOT_DTYPE)
-    state_b = tl.load(b_ptr + ptrs, mask=mask, other=0.0).to(DOT_DTYPE)
-    return state_f, state_b
+    return tl.load(ptr + ptrs, mask=mask, other=0.0).to(DOT_DTYPE)
 
 
 @triton_jit
@@ -45,3 +43,16 @@ def load_decay_rows(dt_base, stride_l, rows, valid, cum_base, offs, chunk_size):
     dt = tl.load(dt_base + rows * stride_l, mask=valid, other=0.0).to(tl.float32)
     cum = tl.load(cum_base + offs, mask=offs < chunk_size, other=0.0)
     return dt, cum
+
+
+@triton_jit
+def load_seq_ids(seq_base, rows, valid, stride_l):
+    """Sequence ids seq_idx[rows] of this batch row (int32; -1 where not `valid`)."""
+    return tl.load(seq_base + rows * stride_l, mask=valid, other=-1).to(tl.int32)
+
+
+@triton_jit
+def load_seq_id(seq_base, row, seqlen, stride_l):
+    """Sequence id of one row, clamped into the sequence (int32 scalar)."""
+    row = tl.minimum(tl.maximum(row, 0), seqlen - 1)
+    return tl.load(seq_base + row * stride_l).to(tl.int32)

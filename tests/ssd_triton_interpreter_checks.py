@@ -56,7 +56,7 @@ def stage_tensors(kernels, chunk_size=8, **shape):
     x, dt_f, dt_b, A, B_f, C_f, B_b, C_b, diag = ssd_inputs(**shape)
     cum_f = kernels.chunk_cumsum.chunk_cumsum(dt_f, A, chunk_size, reverse=False)
     cum_b = kernels.chunk_cumsum.chunk_cumsum(dt_b, A, chunk_size, reverse=True)
-    enter_f, enter_b = kernels.ssd_triton._entering_states(x, dt_f, dt_b, A, B_f, B_b, cum_f, cum_b)
+    enter_f, enter_b = kernels.ssd_triton._entering_states(x, dt_f, dt_b, A, B_f, B_b, cum_f, cum_b, None)
     dy = torch.randn_like(x)
     dstate_f, dstate_b = torch.randn_like(enter_f), torch.randn_like(enter_b)
     return SimpleNamespace(x=x, dt_f=dt_f, dt_b=dt_b, A=A, B_f=B_f, C_f=C_f, B_b=B_b, C_b=C_b, diag=diag, dy=dy,
@@ -94,12 +94,14 @@ def test_chunk_state_matches_ref(kernels, reverse, adjoint, row_shift):
     assert rel_rms(stage.chunk_state(*args), stage.chunk_state_ref(*args)) < 1e-6
 
 
+@pytest.mark.parametrize("backward_direction", [False, True])
 @pytest.mark.parametrize("reverse", [False, True])
-def test_state_passing_matches_ref(kernels, reverse):
+def test_state_passing_matches_ref(kernels, backward_direction, reverse):
     s = stage_tensors(kernels)
-    states, tot = torch.randn_like(s.enter_f), s.cum_f[..., -1]
+    states, cum = torch.randn_like(s.enter_f), s.cum_b if backward_direction else s.cum_f
     stage = kernels.state_passing
-    assert rel_rms(stage.state_passing(states, tot, reverse), stage.state_passing_ref(states, tot, reverse)) < 1e-6
+    out = stage.state_passing(states, cum, backward_direction, reverse)
+    assert rel_rms(out, stage.state_passing_ref(states, cum, backward_direction, reverse)) < 1e-6
 
 
 def test_chunk_scan_matches_ref(kernels):
@@ -134,10 +136,22 @@ def test_chunk_scan_bwd_dbc_matches_ref(kernels):
 
 NAMES = ("x", "dt_f", "dt_b", "A", "B_f", "C_f", "B_b", "C_b", "diag")
 SHAPES = {
-    "off-grid, 2 groups, padded": dict(seqlen=19, ngroups=2, chunk_size=8, pad_from=14),
-    "1 group, shorter than a chunk": dict(seqlen=7, ngroups=1, chunk_size=8, pad_from=5),
-    "chunk not a power of two, on the grid": dict(seqlen=18, ngroups=4, chunk_size=6, pad_from=None),
+    "off-grid, 2 groups, padded": dict(seqlen=40, ngroups=2, chunk_size=16, pad_from=29),
+    "1 group, shorter than a chunk": dict(seqlen=11, ngroups=1, chunk_size=16, pad_from=5),
 }
+
+
+def forward_and_gradients(ssd, inputs, dy, *args, **kwargs):
+    """The output and the gradients of all nine inputs of `ssd` for the output gradient dy."""
+    y = ssd(*inputs, *args, **kwargs)
+    return (y, *torch.autograd.grad(y, inputs, dy.to(y.dtype)))
+
+
+def assert_close(results, references, tolerance, what=""):
+    for name, out, ref in zip(("y", *NAMES), results, references):
+        assert out.shape == ref.shape, f"{what} {name}"
+        error = rel_rms(out, ref)
+        assert error < tolerance, f"{what} {name}: relative RMS error {error:.2e}"
 
 
 @pytest.mark.parametrize("shape", SHAPES.values(), ids=SHAPES.keys())
@@ -145,40 +159,124 @@ def test_forward_and_gradients_match_torch_path(kernels, shape):
     shape = dict(shape)
     chunk_size = shape.pop("chunk_size")
     inputs = [t.requires_grad_() for t in ssd_inputs(**shape)]
-    y = kernels.ssd_triton.ssd_bidirectional_triton(*inputs, chunk_size)
-    dy = torch.randn_like(y)
-    grads = torch.autograd.grad(y, inputs, dy)
-
+    dy = torch.randn(inputs[0].shape)
+    results = forward_and_gradients(kernels.ssd_triton.ssd_bidirectional_triton, inputs, dy, chunk_size)
     inputs64 = [t.detach().double().requires_grad_() for t in inputs]
-    y_ref = ssd_bidirectional_torch(*inputs64, chunk_size)
-    grads_ref = torch.autograd.grad(y_ref, inputs64, dy.double())
-    assert y.dtype == torch.float32 and rel_rms(y, y_ref) < 1e-5
-    for name, grad, grad_ref in zip(NAMES, grads, grads_ref):
-        assert grad.shape == grad_ref.shape, name
-        assert rel_rms(grad, grad_ref) < 1e-5, name
+    references = forward_and_gradients(ssd_bidirectional_torch, inputs64, dy.double(), chunk_size)
+    assert results[0].dtype == torch.float32
+    assert_close(results, references, 1e-5)
     if shape["pad_from"] is not None:  # the padded row's real outputs equal those of the row cut at its pads
         real = [t if t.dim() == 1 else t[1:, : shape["pad_from"]] for t in inputs]
         y_alone = kernels.ssd_triton.ssd_bidirectional_triton(*real, chunk_size)
-        assert rel_rms(y[1:, : shape["pad_from"]], y_alone) < 1e-6
+        assert rel_rms(results[0][1:, : shape["pad_from"]], y_alone) < 1e-6
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_half_precision_inputs(kernels, dtype):
-    inputs = [t.requires_grad_() for t in ssd_inputs(dtype=dtype)]
-    y = kernels.ssd_triton.ssd_bidirectional_triton(*inputs, 8)
+    inputs = [t.requires_grad_() for t in ssd_inputs(seqlen=40, dtype=dtype)]
+    y = kernels.ssd_triton.ssd_bidirectional_triton(*inputs, 16)
     grads = torch.autograd.grad(y, inputs, torch.ones_like(y))
-    y_ref = ssd_bidirectional_torch(*[t.detach().double() for t in inputs], 8)
+    y_ref = ssd_bidirectional_torch(*[t.detach().double() for t in inputs], 16)
     assert y.dtype == dtype and rel_rms(y, y_ref) < 2e-2
     assert [g.dtype for g in grads] == [t.dtype for t in inputs]
+
+
+# ---------------------------------------------------------------- sequence boundaries (seq_idx, spec §3b)
+
+# Lengths of the sequences packed into each batch row (rows of one case have the same total length).
+PACKINGS = {
+    "boundary inside a chunk": ([5, 20, 15], [40]),
+    "30 sequences of length 1-3 in one chunk of 64": ([1, 2, 3, 1, 3, 2, 2, 1, 3, 3, 2, 1, 1, 2, 3, 2, 1, 3, 2, 2,
+                                                       1, 3, 1, 2, 3, 2, 2, 1, 3, 2, 10], [40, 30]),
+    "lengths 1, 2, 3 at both ends, crossing chunks": ([1, 2, 3, 27, 3, 2, 1, 1], [3, 2, 1, 24, 3, 1, 3, 3]),
+    "sequences of exactly one chunk": ([16, 16, 8], [8, 16, 16]),
+}
+PACKING_CHUNK = {"30 sequences of length 1-3 in one chunk of 64": 64}
+
+
+def seq_idx_of(lengths_per_row) -> torch.Tensor:
+    """int32 (batch, seqlen) ids: 0 for the first sequence of each row, 1 for the next, ..."""
+    return torch.stack([torch.repeat_interleave(torch.arange(len(lengths)), torch.tensor(lengths))
+                        for lengths in lengths_per_row]).to(torch.int32)
+
+
+def per_sequence_reference(inputs64, lengths_per_row, chunk_size):
+    """y of the float64 torch path run on every sequence alone, put back in place (autograd reaches all inputs)."""
+    x, dt_f, dt_b, A, B_f, C_f, B_b, C_b, diag = inputs64
+    rows = []
+    for b, lengths in enumerate(lengths_per_row):
+        pieces, start = [], 0
+        for length in lengths:
+            part = [t[b:b + 1, start:start + length] for t in (x, dt_f, dt_b)] + [A] + \
+                   [t[b:b + 1, start:start + length] for t in (B_f, C_f, B_b, C_b, diag)]
+            pieces.append(ssd_bidirectional_torch(*part, chunk_size))
+            start += length
+        rows.append(torch.cat(pieces, dim=1))
+    return torch.cat(rows)
+
+
+def block_diagonal_oracle(inputs64, seq_idx):
+    """y = M x with M materialized from spec §1 and §3b: pairs (t, s) only within one sequence; float64."""
+    x, dt_f, dt_b, A, B_f, C_f, B_b, C_b, diag = (t.detach() for t in inputs64)
+    batch, seqlen, nheads, _ = x.shape
+    heads = lambda t: t.repeat_interleave(nheads // t.shape[2], dim=2)  # (batch, seqlen, nheads, d_state)
+    t_idx, s_idx = torch.arange(seqlen)[:, None], torch.arange(seqlen)[None, :]
+    same = seq_idx[:, :, None] == seq_idx[:, None, :]  # (batch, t, s)
+    la_f, la_b = (dt_f * A).cumsum(1), (dt_b * A).cumsum(1)  # inclusive prefix sums of the log decays
+    M = torch.diag_embed(diag.transpose(1, 2))  # (batch, nheads, t, s)
+    # forward: s < t, decay over k in (s, t - 1]: la_f[t - 1] - la_f[s]
+    Cs_f = torch.roll(heads(C_f), 1, dims=1)
+    cb_f = torch.einsum("bthn,bshn->bhts", Cs_f, heads(B_f))
+    la_f_prev = torch.roll(la_f, 1, dims=1)  # la_f[t - 1]
+    seg_f = la_f_prev.transpose(1, 2)[:, :, :, None] - la_f.transpose(1, 2)[:, :, None, :]
+    lower = (s_idx < t_idx) & same[:, None]
+    M = M + torch.where(lower, cb_f * torch.exp(torch.where(lower, seg_f, 0)) * dt_f.transpose(1, 2)[:, :, None, :], 0)
+    # backward: s > t, decay over k in [t + 1, s): la_b[s - 1] - la_b[t]
+    Cs_b = torch.roll(heads(C_b), -1, dims=1)
+    cb_b = torch.einsum("bthn,bshn->bhts", Cs_b, heads(B_b))
+    la_b_prev = torch.roll(la_b, 1, dims=1)  # la_b[s - 1]
+    seg_b = la_b_prev.transpose(1, 2)[:, :, None, :] - la_b.transpose(1, 2)[:, :, :, None]
+    upper = (s_idx > t_idx) & same[:, None]
+    M = M + torch.where(upper, cb_b * torch.exp(torch.where(upper, seg_b, 0)) * dt_b.transpose(1, 2)[:, :, None, :], 0)
+    return torch.einsum("bhts,bshp->bthp", M, x)
+
+
+@pytest.mark.parametrize("packing", PACKINGS.keys())
+def test_sequence_boundaries_match_each_sequence_alone(kernels, packing):
+    lengths_per_row = PACKINGS[packing]
+    chunk_size = PACKING_CHUNK.get(packing, 16)
+    seqlen = sum(lengths_per_row[0])
+    inputs = [t.requires_grad_() for t in ssd_inputs(seqlen=seqlen, ngroups=2, pad_from=None)]
+    seq_idx = seq_idx_of(lengths_per_row)
+    dy = torch.randn(inputs[0].shape)
+    results = forward_and_gradients(kernels.ssd_triton.ssd_bidirectional_triton, inputs, dy, chunk_size,
+                                    seq_idx=seq_idx)
+    inputs64 = [t.detach().double().requires_grad_() for t in inputs]
+    y_ref = per_sequence_reference(inputs64, lengths_per_row, chunk_size)
+    references = (y_ref, *torch.autograd.grad(y_ref, inputs64, dy.double()))
+    assert_close(results, references, 1e-5, packing)
+    assert rel_rms(results[0], block_diagonal_oracle(inputs64, seq_idx)) < 1e-5
+    # int64 ids give the same result
+    y64 = kernels.ssd_triton.ssd_bidirectional_triton(*inputs, chunk_size, seq_idx=seq_idx.long())
+    assert torch.equal(y64, results[0])
+
+
+def test_one_sequence_per_row_equals_no_seq_idx(kernels):
+    inputs = [t.requires_grad_() for t in ssd_inputs(seqlen=40, ngroups=2, pad_from=29)]
+    dy = torch.randn(inputs[0].shape)
+    ssd = kernels.ssd_triton.ssd_bidirectional_triton
+    without = forward_and_gradients(ssd, inputs, dy, 16)
+    with_zeros = forward_and_gradients(ssd, inputs, dy, 16, seq_idx=torch.zeros(2, 40, dtype=torch.int32))
+    assert_close(with_zeros, without, 1e-6)
 
 
 # ---------------------------------------------------------------- a whole model, and backend selection
 
 
 def test_model_with_triton_backend_matches_torch_backend(kernels):
-    config = tiny_config(num_hidden_layers=1, ssd_backend="torch")
+    config = tiny_config(num_hidden_layers=1, chunk_size=16, ssd_backend="torch")
     model_torch = HydraForMaskedLM(config).eval()
-    model_triton = HydraForMaskedLM(tiny_config(num_hidden_layers=1, ssd_backend="triton")).eval()
+    model_triton = HydraForMaskedLM(tiny_config(num_hidden_layers=1, chunk_size=16, ssd_backend="triton")).eval()
     model_triton.load_state_dict(model_torch.state_dict())
     input_ids = torch.randint(1, config.vocab_size, (2, 11))
     attention_mask = torch.ones_like(input_ids)

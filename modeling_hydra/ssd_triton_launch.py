@@ -1,0 +1,53 @@
+"""Launch settings of every Triton SSD kernel: block sizes, num_warps and num_stages per kernel, target and dtype.
+
+The one table of these choices. Each was checked by compiling for sm_80 and sm_90 with Triton's own compiler and
+ptxas (scripts/triton_compile_matrix.py, tests/test_triton_compile.py): no register spills and shared memory within
+the per-block limit at headdim 64/128, d_state 64/128, chunk 128/256, float32/bfloat16/float16, with and without
+sequence boundaries. Tiles along the chunk stay at 64 rows (tensor-core sized) whenever the chunk allows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .ssd_triton_runtime import block_size, target_arch
+
+# The largest headdim and d_state the kernels hold in one tile (and the compile check covers).
+MAX_HEADDIM = 128
+MAX_D_STATE = 128
+
+
+@dataclass(frozen=True)
+class KernelLaunch:
+    """Block sizes and schedule of one kernel: `chunk_block` rows of the chunk per tile (and per step of its loop
+    over the chunk), `headdim_block` columns of headdim per program (None: all of headdim), and Triton's
+    num_warps / num_stages."""
+
+    chunk_block: int = 64
+    headdim_block: int | None = None
+    num_warps: int = 4
+    num_stages: int = 2
+
+
+DEFAULT = KernelLaunch()
+# (kernel, "sm80" or "sm90", "fp32" or "16bit", headdim > 64 or d_state > 64) -> settings; missing keys: DEFAULT.
+LAUNCH_TABLE: dict[tuple[str, str, str, bool], KernelLaunch] = {}
+
+
+def launch_config(name: str, kernel, dtype: torch.dtype, headdim: int, d_state: int, chunk_size: int) -> dict:
+    """Keyword arguments of kernel `name` (BLOCK_M, BLOCK_K, BLOCK_N, BLOCK_P, num_warps, num_stages) for inputs of
+    `dtype` and these sizes, on the target Triton compiles `kernel` for."""
+    family = "sm90" if target_arch(kernel) >= 90 else "sm80"
+    precision = "fp32" if dtype in (torch.float32, torch.float64) else "16bit"
+    launch = LAUNCH_TABLE.get((name, family, precision, max(headdim, d_state) > 64), DEFAULT)
+    chunk_block = block_size(chunk_size, cap=launch.chunk_block)
+    return dict(BLOCK_M=chunk_block, BLOCK_K=chunk_block, BLOCK_N=block_size(d_state),
+                BLOCK_P=block_size(headdim, cap=launch.headdim_block), num_warps=launch.num_warps,
+                num_stages=launch.num_stages)
+
+
+def seq_strides(seq_idx: torch.Tensor | None) -> tuple[int, int]:
+    """Strides of seq_idx (batch, seqlen), or zeros when there is none (the kernels then never read it)."""
+    return (0, 0) if seq_idx is None else seq_idx.stride()
