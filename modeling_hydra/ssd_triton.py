@@ -3,10 +3,11 @@
 Same contract as `ssd_bidirectional_torch`. Both directions share the chunk grid and read the same, unflipped tensors;
 the backward direction only mirrors indices (suffix sums, right-to-left state passing, C read at t + 1):
 
-    forward:  cumsum (stage 1) -> chunk states (2) -> state passing (3) -> chunk scan (4), per direction except 4
-    backward: recompute stages 2-3; adjoint chunk states of dy (2) passed the other way (3) give each chunk state's
-              gradient; the scan's backward kernels give dx, ddiag, dB, dC and the pair sums from which stage 1's
-              backward forms ddt and dA.
+    forward:  cumsum (stage 1) -> chunk states (2) -> state passing (3) -> in-chunk C.B products of both
+              directions, once per group (chunk_cb) -> chunk scan (4), per direction except the last two
+    backward: recompute stages 2-3 and chunk_cb; adjoint chunk states of dy (2) passed the other way (3) give each
+              chunk state's gradient; the scan's backward kernels (one launch per direction) give dx, ddiag, dB,
+              dC and the pair sums from which stage 1's backward forms ddt and dA.
 
 Sequence boundaries (`seq_idx`, spec §3b): every kernel masks the pairs (t, s) of different sequences, a chunk's
 state only holds tokens of the sequence of its far edge, only rows of that sequence read it, and state passing stops
@@ -18,6 +19,7 @@ tl.dot precision: see ssd_triton_runtime.py; block sizes: ssd_triton_launch.py.
 
 import torch
 
+from .ssd_triton_chunk_cb import chunk_cb
 from .ssd_triton_chunk_cumsum import chunk_cumsum, chunk_cumsum_bwd
 from .ssd_triton_chunk_scan import _chunk_scan_kernel, chunk_scan
 from .ssd_triton_chunk_scan_bwd_dbc import chunk_scan_bwd_db, chunk_scan_bwd_dc
@@ -57,7 +59,8 @@ class BidirectionalSSDTriton(torch.autograd.Function):
         cum_f = chunk_cumsum(dt_f, A, chunk_size, reverse=False)  # (batch, nheads, nchunks, chunk_size)
         cum_b = chunk_cumsum(dt_b, A, chunk_size, reverse=True)
         enter_f, enter_b = _entering_states(x, dt_f, dt_b, A, B_f, B_b, cum_f, cum_b, seq_idx)
-        y = chunk_scan(x, dt_f, dt_b, A, B_f, C_f, B_b, C_b, diag, cum_f, cum_b, enter_f, enter_b, seq_idx)
+        cb = chunk_cb(B_f, C_f, B_b, C_b, chunk_size, seq_idx)  # (batch, nchunks, ngroups, chunk_size, chunk_size)
+        y = chunk_scan(x, dt_f, dt_b, A, C_f, C_b, diag, cb, cum_f, cum_b, enter_f, enter_b, seq_idx)
         ctx.save_for_backward(x, dt_f, dt_b, A, B_f, C_f, B_b, C_b, diag, seq_idx, cum_f, cum_b)
         return y
 
@@ -72,8 +75,10 @@ class BidirectionalSSDTriton(torch.autograd.Function):
         dstate_f = state_passing(dlocal_f, cum_f, backward_direction=False, reverse=True, seq_idx=seq_idx)
         dstate_b = state_passing(dlocal_b, cum_b, backward_direction=True, reverse=False, seq_idx=seq_idx)
         scan_args = (x, dy, dt_f, dt_b, A, B_f, C_f, B_b, C_b)
-        dx, ddiag, ddt_exp_f, ddt_exp_b = chunk_scan_bwd_dx(*scan_args, diag, cum_f, cum_b, dstate_f, dstate_b,
-                                                            seq_idx)
+        cb = chunk_cb(B_f, C_f, B_b, C_b, cum_f.shape[3], seq_idx)
+        dx, ddiag, ddt_exp_f, ddt_exp_b = chunk_scan_bwd_dx(x, dy, dt_f, dt_b, A, B_f, B_b, diag, cb, cum_f, cum_b,
+                                                            dstate_f, dstate_b, seq_idx)
+        del cb
         dB_f, dB_b = chunk_scan_bwd_db(*scan_args, cum_f, cum_b, dstate_f, dstate_b, seq_idx)
         dC_f, dC_b, rowgrad_f, rowgrad_b = chunk_scan_bwd_dc(*scan_args, cum_f, cum_b, enter_f, enter_b, seq_idx)
         ddt_f, dA_f = chunk_cumsum_bwd(dt_f, A, rowgrad_f, ddt_exp_f, reverse=False)

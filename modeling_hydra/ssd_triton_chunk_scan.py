@@ -20,13 +20,12 @@ from .ssd_triton_tiles import load_decay_rows, load_seq_id, load_seq_ids, load_s
 
 @triton_jit
 def _chunk_scan_kernel(
-    x_ptr, dtf_ptr, dtb_ptr, A_ptr, Bf_ptr, Cf_ptr, Bb_ptr, Cb_ptr, diag_ptr, seq_ptr,
+    x_ptr, dtf_ptr, dtb_ptr, A_ptr, Cf_ptr, Cb_ptr, diag_ptr, seq_ptr, cb_ptr,
     cumf_ptr, cumb_ptr, enterf_ptr, enterb_ptr, y_ptr,
-    seqlen, nheads, heads_per_group, d_state, headdim, chunk_size, nchunks,
+    seqlen, nheads, heads_per_group, ngroups, d_state, headdim, chunk_size, nchunks,
     stride_x_b, stride_x_l, stride_x_h, stride_x_p,
     stride_dtf_b, stride_dtf_l, stride_dtf_h, stride_dtb_b, stride_dtb_l, stride_dtb_h,
-    stride_Bf_b, stride_Bf_l, stride_Bf_g, stride_Bf_n, stride_Cf_b, stride_Cf_l, stride_Cf_g, stride_Cf_n,
-    stride_Bb_b, stride_Bb_l, stride_Bb_g, stride_Bb_n, stride_Cb_b, stride_Cb_l, stride_Cb_g, stride_Cb_n,
+    stride_Cf_b, stride_Cf_l, stride_Cf_g, stride_Cf_n, stride_Cb_b, stride_Cb_l, stride_Cb_g, stride_Cb_n,
     stride_diag_b, stride_diag_l, stride_diag_h, stride_seq_b, stride_seq_l,
     stride_y_b, stride_y_l, stride_y_h, stride_y_p,
     HAS_SEQ_IDX: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr,
@@ -53,10 +52,7 @@ def _chunk_scan_kernel(
     x_base = x_ptr + pid_b * stride_x_b + pid_h * stride_x_h
     dtf_base = dtf_ptr + pid_b * stride_dtf_b + pid_h * stride_dtf_h
     dtb_base = dtb_ptr + pid_b * stride_dtb_b + pid_h * stride_dtb_h
-    Bf_base = Bf_ptr + pid_b * stride_Bf_b + pid_g * stride_Bf_g
-    Bb_base = Bb_ptr + pid_b * stride_Bb_b + pid_g * stride_Bb_g
-    Cf_base = Cf_ptr + pid_b * stride_Cf_b + pid_g * stride_Cf_g
-    Cb_base = Cb_ptr + pid_b * stride_Cb_b + pid_g * stride_Cb_g
+    cb_base = cb_ptr + ((pid_b * nchunks + pid_c) * ngroups + pid_g) * chunk_size * chunk_size
 
     cumxf_t = tl.load(cumf_ptr + cum_off + offs_m, mask=offs_m < chunk_size, other=0.0) \
         - A * tl.load(dtf_base + t * stride_dtf_l, mask=valid_t, other=0.0).to(tl.float32)
@@ -73,16 +69,16 @@ def _chunk_scan_kernel(
 
     # States entering from the left and the right; row t reads the shifted C: C_f[t - 1] and C_b[t + 1].
     state_off = ((pid_b * nchunks + pid_c) * nheads + pid_h) * d_state * headdim
-    Csf = load_shifted_rows(Cf_base, t, valid_t, seqlen, stride_Cf_l, offs_n, mask_n, stride_Cf_n,
-                            SHIFT=-1, TRANSPOSED=False).to(DOT_DTYPE)
+    Cs = load_shifted_rows(Cf_ptr + pid_b * stride_Cf_b + pid_g * stride_Cf_g, t, valid_t, seqlen, stride_Cf_l,
+                           offs_n, mask_n, stride_Cf_n, SHIFT=-1, TRANSPOSED=False).to(DOT_DTYPE)
     enter = load_state_tile(enterf_ptr, state_off, offs_n, offs_p, mask_n, mask_p, headdim,
                             TRANSPOSED=False, DOT_DTYPE=DOT_DTYPE)
-    acc = tl.dot(Csf, enter, input_precision=PRECISION) * out_f[:, None]
-    Csb = load_shifted_rows(Cb_base, t, valid_t, seqlen, stride_Cb_l, offs_n, mask_n, stride_Cb_n,
-                            SHIFT=1, TRANSPOSED=False).to(DOT_DTYPE)
+    acc = tl.dot(Cs, enter, input_precision=PRECISION) * out_f[:, None]
+    Cs = load_shifted_rows(Cb_ptr + pid_b * stride_Cb_b + pid_g * stride_Cb_g, t, valid_t, seqlen, stride_Cb_l,
+                           offs_n, mask_n, stride_Cb_n, SHIFT=1, TRANSPOSED=False).to(DOT_DTYPE)
     enter = load_state_tile(enterb_ptr, state_off, offs_n, offs_p, mask_n, mask_p, headdim,
                             TRANSPOSED=False, DOT_DTYPE=DOT_DTYPE)
-    acc += tl.dot(Csb, enter, input_precision=PRECISION) * out_b[:, None]
+    acc += tl.dot(Cs, enter, input_precision=PRECISION) * out_b[:, None]
 
     x_t = tl.load(x_base + t[:, None] * stride_x_l + offs_p[None, :] * stride_x_p,
                   mask=valid_t[:, None] & mask_p[None, :], other=0.0)
@@ -90,32 +86,20 @@ def _chunk_scan_kernel(
                    mask=valid_t, other=0.0).to(tl.float32)
     acc += diag[:, None] * x_t.to(tl.float32)
 
+    # In-chunk pairs: cb (zero on the diagonal and across sequences) times this head's decays and step sizes; the
+    # lower triangle is the forward direction, the upper one the backward direction.
     for k0 in range(0, chunk_size, BLOCK_K):
         offs_k = k0 + tl.arange(0, BLOCK_K)
         s = chunk_start + offs_k
         valid_s = (offs_k < chunk_size) & (s < seqlen)
-        pair_ok = valid_s[None, :]
-        if HAS_SEQ_IDX:
-            pair_ok = pair_ok & (seq_t[:, None] == load_seq_ids(seq_base, s, valid_s, stride_seq_l)[None, :])
-        mix = tl.zeros((BLOCK_M, BLOCK_K), dtype=tl.float32)
-        if k0 < m0 + BLOCK_M:  # some s < t: forward triangle
-            Csf = load_shifted_rows(Cf_base, t, valid_t, seqlen, stride_Cf_l, offs_n, mask_n, stride_Cf_n,
-                                    SHIFT=-1, TRANSPOSED=False).to(DOT_DTYPE)
-            Bf = tl.load(Bf_base + s[None, :] * stride_Bf_l + offs_n[:, None] * stride_Bf_n,
-                         mask=mask_n[:, None] & valid_s[None, :], other=0.0).to(DOT_DTYPE)
-            dtf_s, cumf_s = load_decay_rows(dtf_base, stride_dtf_l, s, valid_s, cumf_ptr + cum_off, offs_k, chunk_size)
-            lower = (offs_m[:, None] > offs_k[None, :]) & pair_ok
-            decay = tl.exp(tl.where(lower, cumxf_t[:, None] - cumf_s[None, :], float("-inf")))
-            mix += tl.dot(Csf, Bf, input_precision=PRECISION) * decay * dtf_s[None, :]
-        if k0 + BLOCK_K > m0:  # some s > t: backward triangle
-            Csb = load_shifted_rows(Cb_base, t, valid_t, seqlen, stride_Cb_l, offs_n, mask_n, stride_Cb_n,
-                                    SHIFT=1, TRANSPOSED=False).to(DOT_DTYPE)
-            Bb = tl.load(Bb_base + s[None, :] * stride_Bb_l + offs_n[:, None] * stride_Bb_n,
-                         mask=mask_n[:, None] & valid_s[None, :], other=0.0).to(DOT_DTYPE)
-            dtb_s, cumb_s = load_decay_rows(dtb_base, stride_dtb_l, s, valid_s, cumb_ptr + cum_off, offs_k, chunk_size)
-            upper = (offs_m[:, None] < offs_k[None, :]) & pair_ok
-            decay = tl.exp(tl.where(upper, cumxb_t[:, None] - cumb_s[None, :], float("-inf")))
-            mix += tl.dot(Csb, Bb, input_precision=PRECISION) * decay * dtb_s[None, :]
+        cb = tl.load(cb_base + offs_m[:, None] * chunk_size + offs_k[None, :],
+                     mask=(offs_m < chunk_size)[:, None] & (offs_k < chunk_size)[None, :], other=0.0)
+        dtf_s, cumf_s = load_decay_rows(dtf_base, stride_dtf_l, s, valid_s, cumf_ptr + cum_off, offs_k, chunk_size)
+        dtb_s, cumb_s = load_decay_rows(dtb_base, stride_dtb_l, s, valid_s, cumb_ptr + cum_off, offs_k, chunk_size)
+        lower = offs_m[:, None] > offs_k[None, :]
+        exponent = tl.where(lower, cumxf_t[:, None] - cumf_s[None, :], cumxb_t[:, None] - cumb_s[None, :])
+        step = tl.where(lower, dtf_s[None, :], dtb_s[None, :])
+        mix = cb * tl.exp(tl.minimum(exponent, 0.0)) * step
         x_s = tl.load(x_base + s[:, None] * stride_x_l + offs_p[None, :] * stride_x_p,
                       mask=valid_s[:, None] & mask_p[None, :], other=0.0)
         acc += tl.dot(mix.to(DOT_DTYPE), x_s.to(DOT_DTYPE), input_precision=PRECISION)
@@ -124,21 +108,21 @@ def _chunk_scan_kernel(
              acc, mask=valid_t[:, None] & mask_p[None, :])
 
 
-def chunk_scan(x, dt_f, dt_b, A, B_f, C_f, B_b, C_b, diag, cum_f, cum_b, enter_f, enter_b, seq_idx=None):
+def chunk_scan(x, dt_f, dt_b, A, C_f, C_b, diag, cb, cum_f, cum_b, enter_f, enter_b, seq_idx=None) -> torch.Tensor:
     """y (batch, seqlen, nheads, headdim) in x's dtype from the SSD inputs (shapes of `ssd_bidirectional_torch`),
-    the in-chunk cumsums of both directions (`chunk_cumsum`), their entering states (`state_passing`) and the
-    optional int32 sequence ids seq_idx (batch, seqlen)."""
+    the in-chunk products `chunk_cb`, the in-chunk cumsums of both directions (`chunk_cumsum`), their entering
+    states (`state_passing`) and the optional int32 sequence ids seq_idx (batch, seqlen)."""
     batch, seqlen, nheads, headdim = x.shape
-    ngroups, d_state = B_f.shape[2], B_f.shape[3]
+    ngroups, d_state = C_f.shape[2], C_f.shape[3]
     nchunks, chunk_size = cum_f.shape[2], cum_f.shape[3]
     y = torch.empty_like(x, memory_format=torch.contiguous_format)
     config = launch_config("chunk_scan", _chunk_scan_kernel, x.dtype, headdim, d_state, chunk_size)
     block_m, block_p = config["BLOCK_M"], config["BLOCK_P"]
     grid = (batch * nchunks, nheads, -(-chunk_size // block_m) * -(-headdim // block_p))
     _chunk_scan_kernel[grid](
-        x, dt_f, dt_b, A, B_f, C_f, B_b, C_b, diag, seq_idx, cum_f, cum_b, enter_f, enter_b, y,
-        seqlen, nheads, nheads // ngroups, d_state, headdim, chunk_size, nchunks,
-        *x.stride(), *dt_f.stride(), *dt_b.stride(), *B_f.stride(), *C_f.stride(), *B_b.stride(), *C_b.stride(),
+        x, dt_f, dt_b, A, C_f, C_b, diag, seq_idx, cb, cum_f, cum_b, enter_f, enter_b, y,
+        seqlen, nheads, nheads // ngroups, ngroups, d_state, headdim, chunk_size, nchunks,
+        *x.stride(), *dt_f.stride(), *dt_b.stride(), *C_f.stride(), *C_b.stride(),
         *diag.stride(), *seq_strides(seq_idx), *y.stride(),
         HAS_SEQ_IDX=seq_idx is not None, **config, **dot_config(x.dtype, _chunk_scan_kernel),
     )

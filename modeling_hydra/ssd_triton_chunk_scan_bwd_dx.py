@@ -17,16 +17,16 @@ import torch
 from .ssd_chunk_layout import groups_to_heads, pair_decays, shift_rows, to_chunks
 from .ssd_triton_launch import launch_config, seq_strides
 from .ssd_triton_runtime import dot_config, tl, triton_jit
-from .ssd_triton_tiles import load_decay_rows, load_seq_id, load_seq_ids, load_shifted_rows, load_state_tile
+from .ssd_triton_tiles import load_decay_rows, load_seq_id, load_seq_ids, load_state_tile
 
 
 @triton_jit
 def _chunk_scan_bwd_dx_kernel(
-    x_ptr, dy_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, diag_ptr, seq_ptr, cum_ptr, dstate_ptr, dx_ptr, ddiag_ptr, ddt_exp_ptr,
-    seqlen, nheads, heads_per_group, d_state, headdim, chunk_size, nchunks,
+    x_ptr, dy_ptr, dt_ptr, A_ptr, B_ptr, diag_ptr, seq_ptr, cb_ptr, cum_ptr, dstate_ptr, dx_ptr, ddiag_ptr, ddt_exp_ptr,
+    seqlen, nheads, heads_per_group, ngroups, d_state, headdim, chunk_size, nchunks,
     stride_x_b, stride_x_l, stride_x_h, stride_x_p, stride_dy_b, stride_dy_l, stride_dy_h, stride_dy_p,
     stride_dt_b, stride_dt_l, stride_dt_h, stride_B_b, stride_B_l, stride_B_g, stride_B_n,
-    stride_C_b, stride_C_l, stride_C_g, stride_C_n, stride_diag_b, stride_diag_l, stride_diag_h,
+    stride_diag_b, stride_diag_l, stride_diag_h,
     stride_seq_b, stride_seq_l,
     stride_dx_b, stride_dx_l, stride_dx_h, stride_dx_p, stride_ddiag_b, stride_ddiag_l, stride_ddiag_h,
     REVERSE: tl.constexpr, FIRST: tl.constexpr, HAS_SEQ_IDX: tl.constexpr,
@@ -54,7 +54,7 @@ def _chunk_scan_bwd_dx_kernel(
     cum_off = ((pid_b * nheads + pid_h) * nchunks + pid_c) * chunk_size
     dt_base = dt_ptr + pid_b * stride_dt_b + pid_h * stride_dt_h
     B_base = B_ptr + pid_b * stride_B_b + pid_g * stride_B_g
-    C_base = C_ptr + pid_b * stride_C_b + pid_g * stride_C_g
+    cb_base = cb_ptr + ((pid_b * nchunks + pid_c) * ngroups + pid_g) * chunk_size * chunk_size
     dy_base = dy_ptr + pid_b * stride_dy_b + pid_h * stride_dy_h
     dt_s, cum_s = load_decay_rows(dt_base, stride_dt_l, s, valid_s, cum_ptr + cum_off, offs_m, chunk_size)
 
@@ -89,20 +89,15 @@ def _chunk_scan_bwd_dx_kernel(
         t = chunk_start + offs_k
         valid_t = (offs_k < chunk_size) & (t < seqlen)
         if REVERSE:
-            pair_ok = (offs_k[None, :] < offs_m[:, None]) & valid_t[None, :]
-            Cs = load_shifted_rows(C_base, t, valid_t, seqlen, stride_C_l, offs_n, mask_n, stride_C_n,
-                                   SHIFT=1, TRANSPOSED=True).to(DOT_DTYPE)  # (BLOCK_N, BLOCK_K)
+            pair_ok = offs_k[None, :] < offs_m[:, None]
         else:
-            pair_ok = (offs_k[None, :] > offs_m[:, None]) & valid_t[None, :]
-            Cs = load_shifted_rows(C_base, t, valid_t, seqlen, stride_C_l, offs_n, mask_n, stride_C_n,
-                                   SHIFT=-1, TRANSPOSED=True).to(DOT_DTYPE)
-        if HAS_SEQ_IDX:
-            pair_ok = pair_ok & (seq_s[:, None] == load_seq_ids(seq_base, t, valid_t, stride_seq_l)[None, :])
+            pair_ok = offs_k[None, :] > offs_m[:, None]
+        # cb[t, s] (zero across sequences), read transposed as a (BLOCK_M s, BLOCK_K t) tile.
+        cb = tl.load(cb_base + offs_k[None, :] * chunk_size + offs_m[:, None],
+                     mask=(offs_m < chunk_size)[:, None] & (offs_k < chunk_size)[None, :], other=0.0)
         dt_t, cum_t = load_decay_rows(dt_base, stride_dt_l, t, valid_t, cum_ptr + cum_off, offs_k, chunk_size)
-        decay = tl.exp(tl.where(pair_ok, (cum_t - A * dt_t)[None, :] - cum_s[:, None], float("-inf")))
-        B_s = tl.load(B_base + s[:, None] * stride_B_l + offs_n[None, :] * stride_B_n,
-                      mask=valid_s[:, None] & mask_n[None, :], other=0.0).to(DOT_DTYPE)
-        mix = tl.dot(B_s, Cs, input_precision=PRECISION) * decay  # (BLOCK_M s, BLOCK_K t)
+        exponent = tl.minimum((cum_t - A * dt_t)[None, :] - cum_s[:, None], 0.0)
+        mix = tl.where(pair_ok, cb * tl.exp(exponent), 0.0)
         dy_t = tl.load(dy_base + t[:, None] * stride_dy_l + offs_p[None, :] * stride_dy_p,
                        mask=valid_t[:, None] & mask_p[None, :], other=0.0).to(DOT_DTYPE)
         grad += tl.dot(mix.to(DOT_DTYPE), dy_t, input_precision=PRECISION)
@@ -126,12 +121,12 @@ def _chunk_scan_bwd_dx_kernel(
     tl.store(dx_ptrs, dx, mask=mask_sp)
 
 
-def chunk_scan_bwd_dx(x, dy, dt_f, dt_b, A, B_f, C_f, B_b, C_b, diag, cum_f, cum_b, dstate_f, dstate_b,
-                      seq_idx=None):
+def chunk_scan_bwd_dx(x, dy, dt_f, dt_b, A, B_f, B_b, diag, cb, cum_f, cum_b, dstate_f, dstate_b, seq_idx=None):
     """Returns dx (like x), ddiag (like diag) and per direction ddt_exp, float32 (batch, nheads, nchunks, chunk_size).
 
-    dstate_f, dstate_b: float32 (batch, nchunks, nheads, d_state, headdim), the gradients of each chunk's own state;
-    seq_idx: optional int32 (batch, seqlen) sequence ids. One launch per direction.
+    cb: `chunk_cb` of the inputs; dstate_f, dstate_b: float32 (batch, nchunks, nheads, d_state, headdim), the
+    gradients of each chunk's own state; seq_idx: optional int32 (batch, seqlen) sequence ids. One launch per
+    direction.
     """
     batch, seqlen, nheads, headdim = x.shape
     ngroups, d_state = B_f.shape[2], B_f.shape[3]
@@ -143,12 +138,12 @@ def chunk_scan_bwd_dx(x, dy, dt_f, dt_b, A, B_f, C_f, B_b, C_b, diag, cum_f, cum
     config = launch_config("chunk_scan_bwd_dx", _chunk_scan_bwd_dx_kernel, x.dtype, headdim, d_state, chunk_size)
     config["BLOCK_P"] = max(config["BLOCK_P"], headdim)  # one program holds all of headdim (ddt_exp sums over it)
     grid = (batch * nchunks, nheads, -(-chunk_size // config["BLOCK_M"]))
-    for dt, B, C, cum, dstate, ddt_exp, reverse in ((dt_f, B_f, C_f, cum_f, dstate_f, ddt_exp_f, False),
-                                                     (dt_b, B_b, C_b, cum_b, dstate_b, ddt_exp_b, True)):
+    for dt, B, cum, dstate, ddt_exp, reverse in ((dt_f, B_f, cum_f, dstate_f, ddt_exp_f, False),
+                                                  (dt_b, B_b, cum_b, dstate_b, ddt_exp_b, True)):
         _chunk_scan_bwd_dx_kernel[grid](
-            x, dy, dt, A, B, C, diag, seq_idx, cum, dstate, dx, ddiag, ddt_exp,
-            seqlen, nheads, nheads // ngroups, d_state, headdim, chunk_size, nchunks,
-            *x.stride(), *dy.stride(), *dt.stride(), *B.stride(), *C.stride(), *diag.stride(), *seq_strides(seq_idx),
+            x, dy, dt, A, B, diag, seq_idx, cb, cum, dstate, dx, ddiag, ddt_exp,
+            seqlen, nheads, nheads // ngroups, ngroups, d_state, headdim, chunk_size, nchunks,
+            *x.stride(), *dy.stride(), *dt.stride(), *B.stride(), *diag.stride(), *seq_strides(seq_idx),
             *dx.stride(), *ddiag.stride(),
             REVERSE=reverse, FIRST=not reverse, HAS_SEQ_IDX=seq_idx is not None, **config,
             **dot_config(x.dtype, _chunk_scan_bwd_dx_kernel),

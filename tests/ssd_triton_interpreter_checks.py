@@ -17,7 +17,8 @@ from conftest import tiny_config
 from modeling_hydra import HydraForMaskedLM
 from modeling_hydra.ssd_torch import ssd_bidirectional_torch
 
-STAGES = ("ssd_triton_chunk_cumsum", "ssd_triton_chunk_state", "ssd_triton_state_passing", "ssd_triton_chunk_scan",
+STAGES = ("ssd_triton_chunk_cumsum", "ssd_triton_chunk_state", "ssd_triton_state_passing", "ssd_triton_chunk_cb",
+          "ssd_triton_chunk_scan",
           "ssd_triton_chunk_scan_bwd_dx", "ssd_triton_chunk_scan_bwd_dbc", "ssd_triton")
 
 
@@ -104,19 +105,33 @@ def test_state_passing_matches_ref(kernels, backward_direction, reverse):
     assert rel_rms(out, stage.state_passing_ref(states, cum, backward_direction, reverse)) < 1e-6
 
 
+def test_chunk_cb_matches_ref(kernels):
+    s = stage_tensors(kernels)
+    stage = kernels.chunk_cb
+    out = stage.chunk_cb(s.B_f, s.C_f, s.B_b, s.C_b, 8)
+    assert out.shape == (2, 3, 2, 8, 8)
+    assert rel_rms(out, stage.chunk_cb_ref(s.B_f, s.C_f, s.B_b, s.C_b, 8)) < 1e-6
+
+
 def test_chunk_scan_matches_ref(kernels):
     s = stage_tensors(kernels)
-    args = (s.x, s.dt_f, s.dt_b, s.A, s.B_f, s.C_f, s.B_b, s.C_b, s.diag, s.cum_f, s.cum_b, s.enter_f, s.enter_b)
-    stage = kernels.chunk_scan
-    assert rel_rms(stage.chunk_scan(*args), stage.chunk_scan_ref(*args)) < 1e-6
+    cb = kernels.chunk_cb.chunk_cb(s.B_f, s.C_f, s.B_b, s.C_b, 8)
+    out = kernels.chunk_scan.chunk_scan(s.x, s.dt_f, s.dt_b, s.A, s.C_f, s.C_b, s.diag, cb, s.cum_f, s.cum_b,
+                                        s.enter_f, s.enter_b)
+    ref = kernels.chunk_scan.chunk_scan_ref(s.x, s.dt_f, s.dt_b, s.A, s.B_f, s.C_f, s.B_b, s.C_b, s.diag, s.cum_f,
+                                            s.cum_b, s.enter_f, s.enter_b)
+    assert rel_rms(out, ref) < 1e-6
 
 
 def test_chunk_scan_bwd_dx_matches_ref(kernels):
     s = stage_tensors(kernels)
-    args = (s.x, s.dy, s.dt_f, s.dt_b, s.A, s.B_f, s.C_f, s.B_b, s.C_b, s.diag, s.cum_f, s.cum_b, s.dstate_f,
-            s.dstate_b)
+    cb = kernels.chunk_cb.chunk_cb(s.B_f, s.C_f, s.B_b, s.C_b, 8)
     stage = kernels.chunk_scan_bwd_dx
-    for out, ref in zip(stage.chunk_scan_bwd_dx(*args), stage.chunk_scan_bwd_dx_ref(*args)):
+    outs = stage.chunk_scan_bwd_dx(s.x, s.dy, s.dt_f, s.dt_b, s.A, s.B_f, s.B_b, s.diag, cb, s.cum_f, s.cum_b,
+                                   s.dstate_f, s.dstate_b)
+    refs = stage.chunk_scan_bwd_dx_ref(s.x, s.dy, s.dt_f, s.dt_b, s.A, s.B_f, s.C_f, s.B_b, s.C_b, s.diag, s.cum_f,
+                                       s.cum_b, s.dstate_f, s.dstate_b)
+    for out, ref in zip(outs, refs):
         assert rel_rms(out, ref) < 1e-6
 
 
