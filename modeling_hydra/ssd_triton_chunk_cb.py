@@ -26,7 +26,7 @@ def _chunk_cb_kernel(
     stride_Bf_b, stride_Bf_l, stride_Bf_g, stride_Bf_n, stride_Cf_b, stride_Cf_l, stride_Cf_g, stride_Cf_n,
     stride_Bb_b, stride_Bb_l, stride_Bb_g, stride_Bb_n, stride_Cb_b, stride_Cb_l, stride_Cb_g, stride_Cb_n,
     stride_seq_b, stride_seq_l,
-    HAS_SEQ_IDX: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr,
+    HAS_SEQ_IDX: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_NS: tl.constexpr,
     DOT_DTYPE: tl.constexpr, PRECISION: tl.constexpr,
 ):
     pid_bc = tl.program_id(0)
@@ -38,29 +38,39 @@ def _chunk_cb_kernel(
     k0 = (tl.program_id(2) % num_k) * BLOCK_K
     offs_m = m0 + tl.arange(0, BLOCK_M)
     offs_k = k0 + tl.arange(0, BLOCK_K)
-    offs_n = tl.arange(0, BLOCK_N)
-    mask_n = offs_n < d_state
     chunk_start = pid_c * chunk_size
     t = chunk_start + offs_m
     s = chunk_start + offs_k
     valid_t = (offs_m < chunk_size) & (t < seqlen)
     valid_s = (offs_k < chunk_size) & (s < seqlen)
+    Bf_base = Bf_ptr + pid_b * stride_Bf_b + pid_g * stride_Bf_g
+    Cf_base = Cf_ptr + pid_b * stride_Cf_b + pid_g * stride_Cf_g
+    Bb_base = Bb_ptr + pid_b * stride_Bb_b + pid_g * stride_Bb_g
+    Cb_base = Cb_ptr + pid_b * stride_Cb_b + pid_g * stride_Cb_g
 
+    # Products over d_state in steps of BLOCK_NS.
     cb = tl.zeros((BLOCK_M, BLOCK_K), dtype=tl.float32)
     if k0 < m0 + BLOCK_M:  # some s < t: forward triangle
-        Csf = load_shifted_rows(Cf_ptr + pid_b * stride_Cf_b + pid_g * stride_Cf_g, t, valid_t, seqlen, stride_Cf_l,
-                                offs_n, mask_n, stride_Cf_n, SHIFT=-1, TRANSPOSED=False).to(DOT_DTYPE)
-        Bf = tl.load(Bf_ptr + pid_b * stride_Bf_b + pid_g * stride_Bf_g + s[None, :] * stride_Bf_l
-                     + offs_n[:, None] * stride_Bf_n, mask=mask_n[:, None] & valid_s[None, :], other=0.0)
-        lower = offs_m[:, None] > offs_k[None, :]
-        cb += tl.where(lower, tl.dot(Csf, Bf.to(DOT_DTYPE), input_precision=PRECISION), 0.0)
+        for n0 in range(0, d_state, BLOCK_NS):
+            offs_n = n0 + tl.arange(0, BLOCK_NS)
+            mask_n = offs_n < d_state
+            Cs = load_shifted_rows(Cf_base, t, valid_t, seqlen, stride_Cf_l, offs_n, mask_n, stride_Cf_n,
+                                   SHIFT=-1, TRANSPOSED=False).to(DOT_DTYPE)
+            B = tl.load(Bf_base + s[None, :] * stride_Bf_l + offs_n[:, None] * stride_Bf_n,
+                        mask=mask_n[:, None] & valid_s[None, :], other=0.0).to(DOT_DTYPE)
+            cb += tl.dot(Cs, B, input_precision=PRECISION)
+        cb = tl.where(offs_m[:, None] > offs_k[None, :], cb, 0.0)
     if k0 + BLOCK_K > m0:  # some s > t: backward triangle
-        Csb = load_shifted_rows(Cb_ptr + pid_b * stride_Cb_b + pid_g * stride_Cb_g, t, valid_t, seqlen, stride_Cb_l,
-                                offs_n, mask_n, stride_Cb_n, SHIFT=1, TRANSPOSED=False).to(DOT_DTYPE)
-        Bb = tl.load(Bb_ptr + pid_b * stride_Bb_b + pid_g * stride_Bb_g + s[None, :] * stride_Bb_l
-                     + offs_n[:, None] * stride_Bb_n, mask=mask_n[:, None] & valid_s[None, :], other=0.0)
-        upper = offs_m[:, None] < offs_k[None, :]
-        cb += tl.where(upper, tl.dot(Csb, Bb.to(DOT_DTYPE), input_precision=PRECISION), 0.0)
+        upper = tl.zeros((BLOCK_M, BLOCK_K), dtype=tl.float32)
+        for n0 in range(0, d_state, BLOCK_NS):
+            offs_n = n0 + tl.arange(0, BLOCK_NS)
+            mask_n = offs_n < d_state
+            Cs = load_shifted_rows(Cb_base, t, valid_t, seqlen, stride_Cb_l, offs_n, mask_n, stride_Cb_n,
+                                   SHIFT=1, TRANSPOSED=False).to(DOT_DTYPE)
+            B = tl.load(Bb_base + s[None, :] * stride_Bb_l + offs_n[:, None] * stride_Bb_n,
+                        mask=mask_n[:, None] & valid_s[None, :], other=0.0).to(DOT_DTYPE)
+            upper += tl.dot(Cs, B, input_precision=PRECISION)
+        cb += tl.where(offs_m[:, None] < offs_k[None, :], upper, 0.0)
     if HAS_SEQ_IDX:
         seq_base = seq_ptr + pid_b * stride_seq_b
         same = load_seq_ids(seq_base, t, valid_t, stride_seq_l)[:, None] == \
@@ -77,14 +87,13 @@ def chunk_cb(B_f, C_f, B_b, C_b, chunk_size: int, seq_idx=None) -> torch.Tensor:
     batch, seqlen, ngroups, d_state = B_f.shape
     nchunks = -(-seqlen // chunk_size)
     cb = torch.empty(batch, nchunks, ngroups, chunk_size, chunk_size, device=B_f.device, dtype=torch.float32)
-    config = launch_config("chunk_cb", _chunk_cb_kernel, B_f.dtype, 0, d_state, chunk_size)
+    config = launch_config("chunk_cb", _chunk_cb_kernel, B_f.dtype, 0, d_state, chunk_size,
+                           blocks=("BLOCK_M", "BLOCK_K", "BLOCK_NS"))
     nblocks = -(-chunk_size // config["BLOCK_M"])
     _chunk_cb_kernel[(batch * nchunks, ngroups, nblocks * nblocks)](
         B_f, C_f, B_b, C_b, seq_idx, cb, seqlen, ngroups, d_state, chunk_size, nchunks,
         *B_f.stride(), *C_f.stride(), *B_b.stride(), *C_b.stride(), *seq_strides(seq_idx),
-        HAS_SEQ_IDX=seq_idx is not None, BLOCK_M=config["BLOCK_M"], BLOCK_K=config["BLOCK_K"],
-        BLOCK_N=config["BLOCK_N"], num_warps=config["num_warps"], num_stages=config["num_stages"],
-        **dot_config(B_f.dtype, _chunk_cb_kernel),
+        HAS_SEQ_IDX=seq_idx is not None, **config, **dot_config(B_f.dtype, _chunk_cb_kernel),
     )
     return cb
 

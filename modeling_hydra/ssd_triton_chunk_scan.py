@@ -28,7 +28,7 @@ def _chunk_scan_kernel(
     stride_Cf_b, stride_Cf_l, stride_Cf_g, stride_Cf_n, stride_Cb_b, stride_Cb_l, stride_Cb_g, stride_Cb_n,
     stride_diag_b, stride_diag_l, stride_diag_h, stride_seq_b, stride_seq_l,
     stride_y_b, stride_y_l, stride_y_h, stride_y_p,
-    HAS_SEQ_IDX: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr,
+    HAS_SEQ_IDX: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_NS: tl.constexpr,
     BLOCK_P: tl.constexpr, DOT_DTYPE: tl.constexpr, PRECISION: tl.constexpr,
 ):
     pid_bc = tl.program_id(0)
@@ -40,9 +40,7 @@ def _chunk_scan_kernel(
     m0 = (tl.program_id(2) // num_p) * BLOCK_M
     offs_p = (tl.program_id(2) % num_p) * BLOCK_P + tl.arange(0, BLOCK_P)
     offs_m = m0 + tl.arange(0, BLOCK_M)
-    offs_n = tl.arange(0, BLOCK_N)
     mask_p = offs_p < headdim
-    mask_n = offs_n < d_state
     chunk_start = pid_c * chunk_size
     t = chunk_start + offs_m
     valid_t = (offs_m < chunk_size) & (t < seqlen)
@@ -67,18 +65,31 @@ def _chunk_scan_kernel(
         out_f = tl.where(seq_t == load_seq_id(seq_base, chunk_start - 1, seqlen, stride_seq_l), out_f, 0.0)
         out_b = tl.where(seq_t == load_seq_id(seq_base, chunk_start + chunk_size, seqlen, stride_seq_l), out_b, 0.0)
 
-    # States entering from the left and the right; row t reads the shifted C: C_f[t - 1] and C_b[t + 1].
+    # States entering from the left and the right; row t reads the shifted C: C_f[t - 1] and C_b[t + 1]. The
+    # products run over d_state in steps of BLOCK_NS (at most 64), which keeps the operands small.
     state_off = ((pid_b * nchunks + pid_c) * nheads + pid_h) * d_state * headdim
-    Cs = load_shifted_rows(Cf_ptr + pid_b * stride_Cf_b + pid_g * stride_Cf_g, t, valid_t, seqlen, stride_Cf_l,
-                           offs_n, mask_n, stride_Cf_n, SHIFT=-1, TRANSPOSED=False).to(DOT_DTYPE)
-    enter = load_state_tile(enterf_ptr, state_off, offs_n, offs_p, mask_n, mask_p, headdim,
-                            TRANSPOSED=False, DOT_DTYPE=DOT_DTYPE)
-    acc = tl.dot(Cs, enter, input_precision=PRECISION) * out_f[:, None]
-    Cs = load_shifted_rows(Cb_ptr + pid_b * stride_Cb_b + pid_g * stride_Cb_g, t, valid_t, seqlen, stride_Cb_l,
-                           offs_n, mask_n, stride_Cb_n, SHIFT=1, TRANSPOSED=False).to(DOT_DTYPE)
-    enter = load_state_tile(enterb_ptr, state_off, offs_n, offs_p, mask_n, mask_p, headdim,
-                            TRANSPOSED=False, DOT_DTYPE=DOT_DTYPE)
-    acc += tl.dot(Cs, enter, input_precision=PRECISION) * out_b[:, None]
+    Cf_base = Cf_ptr + pid_b * stride_Cf_b + pid_g * stride_Cf_g
+    Cb_base = Cb_ptr + pid_b * stride_Cb_b + pid_g * stride_Cb_g
+    state = tl.zeros((BLOCK_M, BLOCK_P), dtype=tl.float32)
+    for n0 in range(0, d_state, BLOCK_NS):
+        offs_n = n0 + tl.arange(0, BLOCK_NS)
+        mask_n = offs_n < d_state
+        Cs = load_shifted_rows(Cf_base, t, valid_t, seqlen, stride_Cf_l, offs_n, mask_n, stride_Cf_n,
+                               SHIFT=-1, TRANSPOSED=False).to(DOT_DTYPE)
+        enter = load_state_tile(enterf_ptr, state_off, offs_n, offs_p, mask_n, mask_p, headdim,
+                                TRANSPOSED=False, DOT_DTYPE=DOT_DTYPE)
+        state += tl.dot(Cs, enter, input_precision=PRECISION)
+    acc = state * out_f[:, None]
+    state = tl.zeros((BLOCK_M, BLOCK_P), dtype=tl.float32)
+    for n0 in range(0, d_state, BLOCK_NS):
+        offs_n = n0 + tl.arange(0, BLOCK_NS)
+        mask_n = offs_n < d_state
+        Cs = load_shifted_rows(Cb_base, t, valid_t, seqlen, stride_Cb_l, offs_n, mask_n, stride_Cb_n,
+                               SHIFT=1, TRANSPOSED=False).to(DOT_DTYPE)
+        enter = load_state_tile(enterb_ptr, state_off, offs_n, offs_p, mask_n, mask_p, headdim,
+                                TRANSPOSED=False, DOT_DTYPE=DOT_DTYPE)
+        state += tl.dot(Cs, enter, input_precision=PRECISION)
+    acc += state * out_b[:, None]
 
     x_t = tl.load(x_base + t[:, None] * stride_x_l + offs_p[None, :] * stride_x_p,
                   mask=valid_t[:, None] & mask_p[None, :], other=0.0)
@@ -116,7 +127,8 @@ def chunk_scan(x, dt_f, dt_b, A, C_f, C_b, diag, cb, cum_f, cum_b, enter_f, ente
     ngroups, d_state = C_f.shape[2], C_f.shape[3]
     nchunks, chunk_size = cum_f.shape[2], cum_f.shape[3]
     y = torch.empty_like(x, memory_format=torch.contiguous_format)
-    config = launch_config("chunk_scan", _chunk_scan_kernel, x.dtype, headdim, d_state, chunk_size)
+    config = launch_config("chunk_scan", _chunk_scan_kernel, x.dtype, headdim, d_state, chunk_size,
+                           blocks=("BLOCK_M", "BLOCK_K", "BLOCK_NS", "BLOCK_P"))
     block_m, block_p = config["BLOCK_M"], config["BLOCK_P"]
     grid = (batch * nchunks, nheads, -(-chunk_size // block_m) * -(-headdim // block_p))
     _chunk_scan_kernel[grid](

@@ -30,10 +30,11 @@ def _chunk_scan_bwd_dc_kernel(
     stride_C_b, stride_C_l, stride_C_g, stride_C_n, stride_seq_b, stride_seq_l,
     stride_dCs_b, stride_dCs_l, stride_dCs_g, stride_dCs_n,
     REVERSE: tl.constexpr, HAS_SEQ_IDX: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_P: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_PS: tl.constexpr,
     DOT_DTYPE: tl.constexpr, PRECISION: tl.constexpr,
 ):
-    # One direction (REVERSE=False: the forward one, pairs s < t, row t reads C[t - 1]); rows t of one chunk and group.
+    # One direction (REVERSE=False: the forward one, pairs s < t, row t reads C[t - 1]); rows t of one chunk and
+    # group. Products over headdim run in steps of BLOCK_PS.
     pid_bc = tl.program_id(0)
     pid_b = (pid_bc // nchunks).to(tl.int64)
     pid_c = pid_bc % nchunks
@@ -41,9 +42,7 @@ def _chunk_scan_bwd_dc_kernel(
     pid_g = tl.program_id(2)
     offs_m = m0 + tl.arange(0, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
-    offs_p = tl.arange(0, BLOCK_P)
     mask_n = offs_n < d_state
-    mask_p = offs_p < headdim
     chunk_start = pid_c * chunk_size
     t = chunk_start + offs_m
     valid_t = (offs_m < chunk_size) & (t < seqlen)
@@ -75,34 +74,46 @@ def _chunk_scan_bwd_dc_kernel(
         cum_off = ((pid_b * nheads + pid_h) * nchunks + pid_c) * chunk_size
         dt_base = dt_ptr + pid_b * stride_dt_b + pid_h * stride_dt_h
         x_base = x_ptr + pid_b * stride_x_b + pid_h * stride_x_h
-        dy_t = tl.load(dy_ptr + pid_b * stride_dy_b + pid_h * stride_dy_h + t[:, None] * stride_dy_l
-                       + offs_p[None, :] * stride_dy_p, mask=valid_t[:, None] & mask_p[None, :],
-                       other=0.0).to(DOT_DTYPE)
+        dy_base = dy_ptr + pid_b * stride_dy_b + pid_h * stride_dy_h
         dt_t, cum_t = load_decay_rows(dt_base, stride_dt_l, t, valid_t, cum_ptr + cum_off, offs_m, chunk_size)
         cumx_t = cum_t - A * dt_t
         state_off = ((pid_b * nchunks + pid_c) * nheads + pid_h) * d_state * headdim
-        enter = load_state_tile(enter_ptr, state_off, offs_n, offs_p, mask_n, mask_p, headdim,
-                                TRANSPOSED=True, DOT_DTYPE=DOT_DTYPE)  # (BLOCK_P, BLOCK_N)
-        grad = tl.dot(dy_t, enter, input_precision=PRECISION) * tl.where(state_rows, tl.exp(cumx_t), 0.0)[:, None]
+        grad = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        for p0 in range(0, headdim, BLOCK_PS):
+            offs_p = p0 + tl.arange(0, BLOCK_PS)
+            mask_p = offs_p < headdim
+            dy_t = tl.load(dy_base + t[:, None] * stride_dy_l + offs_p[None, :] * stride_dy_p,
+                           mask=valid_t[:, None] & mask_p[None, :], other=0.0).to(DOT_DTYPE)
+            enter = load_state_tile(enter_ptr, state_off, offs_n, offs_p, mask_n, mask_p, headdim,
+                                    TRANSPOSED=True, DOT_DTYPE=DOT_DTYPE)  # (BLOCK_PS, BLOCK_N)
+            grad += tl.dot(dy_t, enter, input_precision=PRECISION)
+        grad = grad * tl.where(state_rows, tl.exp(cumx_t), 0.0)[:, None]
 
         for k0 in range(k_lo, k_hi, BLOCK_K):
             offs_k = k0 + tl.arange(0, BLOCK_K)
             s = chunk_start + offs_k
             valid_s = (offs_k < chunk_size) & (s < seqlen)
+            pair = tl.zeros((BLOCK_M, BLOCK_K), dtype=tl.float32)  # dy[t] . x[s]
+            for p0 in range(0, headdim, BLOCK_PS):
+                offs_p = p0 + tl.arange(0, BLOCK_PS)
+                mask_p = offs_p < headdim
+                dy_t = tl.load(dy_base + t[:, None] * stride_dy_l + offs_p[None, :] * stride_dy_p,
+                               mask=valid_t[:, None] & mask_p[None, :], other=0.0).to(DOT_DTYPE)
+                x_s = tl.load(x_base + s[None, :] * stride_x_l + offs_p[:, None] * stride_x_p,
+                              mask=mask_p[:, None] & valid_s[None, :], other=0.0).to(DOT_DTYPE)  # (BLOCK_PS, BLOCK_K)
+                pair += tl.dot(dy_t, x_s, input_precision=PRECISION)
             if REVERSE:
                 pair_ok = (offs_m[:, None] < offs_k[None, :]) & valid_s[None, :]
             else:
                 pair_ok = (offs_m[:, None] > offs_k[None, :]) & valid_s[None, :]
             if HAS_SEQ_IDX:
                 pair_ok = pair_ok & (seq_t[:, None] == load_seq_ids(seq_base, s, valid_s, stride_seq_l)[None, :])
-            x_s = tl.load(x_base + s[None, :] * stride_x_l + offs_p[:, None] * stride_x_p,
-                          mask=mask_p[:, None] & valid_s[None, :], other=0.0).to(DOT_DTYPE)  # (BLOCK_P, BLOCK_K)
-            pair = tl.dot(dy_t, x_s, input_precision=PRECISION)  # (BLOCK_M t, BLOCK_K s): dy[t] . x[s]
             dt_s, cum_s = load_decay_rows(dt_base, stride_dt_l, s, valid_s, cum_ptr + cum_off, offs_k, chunk_size)
-            decay = tl.exp(tl.where(pair_ok, cumx_t[:, None] - cum_s[None, :], float("-inf")))
+            decay = tl.exp(tl.minimum(cumx_t[:, None] - cum_s[None, :], 0.0))
+            weight = tl.where(pair_ok, pair * decay * dt_s[None, :], 0.0)
             B_s = tl.load(B_base + s[:, None] * stride_B_l + offs_n[None, :] * stride_B_n,
                           mask=valid_s[:, None] & mask_n[None, :], other=0.0).to(DOT_DTYPE)
-            grad += tl.dot((pair * decay * dt_s[None, :]).to(DOT_DTYPE), B_s, input_precision=PRECISION)
+            grad += tl.dot(weight.to(DOT_DTYPE), B_s, input_precision=PRECISION)
 
         if REVERSE:
             Cs = load_shifted_rows(C_base, t, valid_t, seqlen, stride_C_l, offs_n, mask_n, stride_C_n,
@@ -125,10 +136,11 @@ def _chunk_scan_bwd_db_kernel(
     stride_dt_b, stride_dt_l, stride_dt_h, stride_C_b, stride_C_l, stride_C_g, stride_C_n, stride_seq_b, stride_seq_l,
     stride_dB_b, stride_dB_l, stride_dB_g, stride_dB_n,
     REVERSE: tl.constexpr, HAS_SEQ_IDX: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_P: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_PS: tl.constexpr,
     DOT_DTYPE: tl.constexpr, PRECISION: tl.constexpr,
 ):
-    # One direction (REVERSE=False: the forward one, pairs t > s); input rows s of one chunk and group.
+    # One direction (REVERSE=False: the forward one, pairs t > s); input rows s of one chunk and group. Products
+    # over headdim run in steps of BLOCK_PS.
     pid_bc = tl.program_id(0)
     pid_b = (pid_bc // nchunks).to(tl.int64)
     pid_c = pid_bc % nchunks
@@ -136,9 +148,7 @@ def _chunk_scan_bwd_db_kernel(
     pid_g = tl.program_id(2)
     offs_m = m0 + tl.arange(0, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
-    offs_p = tl.arange(0, BLOCK_P)
     mask_n = offs_n < d_state
-    mask_p = offs_p < headdim
     chunk_start = pid_c * chunk_size
     s = chunk_start + offs_m
     valid_s = (offs_m < chunk_size) & (s < seqlen)
@@ -165,26 +175,39 @@ def _chunk_scan_bwd_db_kernel(
         A = tl.load(A_ptr + pid_h).to(tl.float32)
         cum_off = ((pid_b * nheads + pid_h) * nchunks + pid_c) * chunk_size
         dt_base = dt_ptr + pid_b * stride_dt_b + pid_h * stride_dt_h
+        x_base = x_ptr + pid_b * stride_x_b + pid_h * stride_x_h
         dy_base = dy_ptr + pid_b * stride_dy_b + pid_h * stride_dy_h
-        x_s = tl.load(x_ptr + pid_b * stride_x_b + pid_h * stride_x_h + s[:, None] * stride_x_l
-                      + offs_p[None, :] * stride_x_p, mask=valid_s[:, None] & mask_p[None, :],
-                      other=0.0).to(DOT_DTYPE)
         dt_s, cum_s = load_decay_rows(dt_base, stride_dt_l, s, valid_s, cum_ptr + cum_off, offs_m, chunk_size)
         if REVERSE:
             tot = tl.load(cum_ptr + cum_off)
         else:
             tot = tl.load(cum_ptr + cum_off + chunk_size - 1)
         state_off = ((pid_b * nchunks + pid_c) * nheads + pid_h) * d_state * headdim
-        dstate = load_state_tile(dstate_ptr, state_off, offs_n, offs_p, mask_n, mask_p, headdim,
-                                 TRANSPOSED=True, DOT_DTYPE=DOT_DTYPE)  # (BLOCK_P, BLOCK_N)
+        through_state = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        for p0 in range(0, headdim, BLOCK_PS):
+            offs_p = p0 + tl.arange(0, BLOCK_PS)
+            mask_p = offs_p < headdim
+            x_s = tl.load(x_base + s[:, None] * stride_x_l + offs_p[None, :] * stride_x_p,
+                          mask=valid_s[:, None] & mask_p[None, :], other=0.0).to(DOT_DTYPE)
+            dstate = load_state_tile(dstate_ptr, state_off, offs_n, offs_p, mask_n, mask_p, headdim,
+                                     TRANSPOSED=True, DOT_DTYPE=DOT_DTYPE)  # (BLOCK_PS, BLOCK_N)
+            through_state += tl.dot(x_s, dstate, input_precision=PRECISION)
         # dt[s] of this head is folded into the row weights, so the heads sum straight into `group`.
-        to_edge = tl.where(state_rows, tl.exp(tot - cum_s) * dt_s, 0.0)
-        group += tl.dot(x_s, dstate, input_precision=PRECISION) * to_edge[:, None]
+        group += through_state * tl.where(state_rows, tl.exp(tot - cum_s) * dt_s, 0.0)[:, None]
 
         for k0 in range(k_lo, k_hi, BLOCK_K):
             offs_k = k0 + tl.arange(0, BLOCK_K)
             t = chunk_start + offs_k
             valid_t = (offs_k < chunk_size) & (t < seqlen)
+            pair = tl.zeros((BLOCK_M, BLOCK_K), dtype=tl.float32)  # x[s] . dy[t]
+            for p0 in range(0, headdim, BLOCK_PS):
+                offs_p = p0 + tl.arange(0, BLOCK_PS)
+                mask_p = offs_p < headdim
+                x_s = tl.load(x_base + s[:, None] * stride_x_l + offs_p[None, :] * stride_x_p,
+                              mask=valid_s[:, None] & mask_p[None, :], other=0.0).to(DOT_DTYPE)
+                dy_t = tl.load(dy_base + t[None, :] * stride_dy_l + offs_p[:, None] * stride_dy_p,
+                               mask=mask_p[:, None] & valid_t[None, :], other=0.0).to(DOT_DTYPE)  # (BLOCK_PS, BLOCK_K)
+                pair += tl.dot(x_s, dy_t, input_precision=PRECISION)
             if REVERSE:
                 pair_ok = (offs_k[None, :] < offs_m[:, None]) & valid_t[None, :]
                 Cs = load_shifted_rows(C_base, t, valid_t, seqlen, stride_C_l, offs_n, mask_n, stride_C_n,
@@ -195,23 +218,21 @@ def _chunk_scan_bwd_db_kernel(
                                        SHIFT=-1, TRANSPOSED=False).to(DOT_DTYPE)
             if HAS_SEQ_IDX:
                 pair_ok = pair_ok & (seq_s[:, None] == load_seq_ids(seq_base, t, valid_t, stride_seq_l)[None, :])
-            dy_t = tl.load(dy_base + t[None, :] * stride_dy_l + offs_p[:, None] * stride_dy_p,
-                           mask=mask_p[:, None] & valid_t[None, :], other=0.0).to(DOT_DTYPE)  # (BLOCK_P, BLOCK_K)
-            pair = tl.dot(x_s, dy_t, input_precision=PRECISION)  # (BLOCK_M s, BLOCK_K t): x[s] . dy[t]
             dt_t, cum_t = load_decay_rows(dt_base, stride_dt_l, t, valid_t, cum_ptr + cum_off, offs_k, chunk_size)
-            decay = tl.exp(tl.where(pair_ok, (cum_t - A * dt_t)[None, :] - cum_s[:, None], float("-inf")))
-            group += tl.dot((pair * decay * dt_s[:, None]).to(DOT_DTYPE), Cs, input_precision=PRECISION)
+            decay = tl.exp(tl.minimum((cum_t - A * dt_t)[None, :] - cum_s[:, None], 0.0))
+            weight = tl.where(pair_ok, pair * decay * dt_s[:, None], 0.0)
+            group += tl.dot(weight.to(DOT_DTYPE), Cs, input_precision=PRECISION)
 
     tl.store(dB_ptr + pid_b * stride_dB_b + pid_g * stride_dB_g + s[:, None] * stride_dB_l
              + offs_n[None, :] * stride_dB_n, group, mask=valid_s[:, None] & mask_n[None, :])
 
 
 def _launch(name, kernel, x, B, chunk_size):
-    """Grid (chunks x row blocks x groups) and block sizes of the dB and dC kernels; all of headdim per program."""
+    """Grid (chunks x row blocks x groups) and block sizes of the dB and dC kernels."""
     batch, seqlen, _, headdim = x.shape
     ngroups, d_state = B.shape[2], B.shape[3]
-    config = launch_config(name, kernel, x.dtype, headdim, d_state, chunk_size)
-    config["BLOCK_P"] = max(config["BLOCK_P"], headdim)
+    config = launch_config(name, kernel, x.dtype, headdim, d_state, chunk_size,
+                           blocks=("BLOCK_M", "BLOCK_K", "BLOCK_N", "BLOCK_PS"))
     grid = (batch * (-(-seqlen // chunk_size)), -(-chunk_size // config["BLOCK_M"]), ngroups)
     return grid, dict(config, **dot_config(x.dtype, kernel))
 

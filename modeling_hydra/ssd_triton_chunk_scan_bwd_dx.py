@@ -30,7 +30,7 @@ def _chunk_scan_bwd_dx_kernel(
     stride_seq_b, stride_seq_l,
     stride_dx_b, stride_dx_l, stride_dx_h, stride_dx_p, stride_ddiag_b, stride_ddiag_l, stride_ddiag_h,
     REVERSE: tl.constexpr, FIRST: tl.constexpr, HAS_SEQ_IDX: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_P: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_NS: tl.constexpr, BLOCK_P: tl.constexpr,
     DOT_DTYPE: tl.constexpr, PRECISION: tl.constexpr,
 ):
     # One direction: the forward one (REVERSE=False: pairs t > s, row t reads C[t - 1]) or the backward one.
@@ -42,9 +42,7 @@ def _chunk_scan_bwd_dx_kernel(
     pid_g = pid_h // heads_per_group
     m0 = tl.program_id(2) * BLOCK_M
     offs_m = m0 + tl.arange(0, BLOCK_M)
-    offs_n = tl.arange(0, BLOCK_N)
     offs_p = tl.arange(0, BLOCK_P)
-    mask_n = offs_n < d_state
     mask_p = offs_p < headdim
     chunk_start = pid_c * chunk_size
     s = chunk_start + offs_m
@@ -70,12 +68,17 @@ def _chunk_scan_bwd_dx_kernel(
         seq_base = seq_ptr + pid_b * stride_seq_b
         seq_s = load_seq_ids(seq_base, s, valid_s, stride_seq_l)
         to_edge = tl.where(seq_s == load_seq_id(seq_base, edge_row, seqlen, stride_seq_l), to_edge, 0.0)
-    B_s = tl.load(B_base + s[:, None] * stride_B_l + offs_n[None, :] * stride_B_n,
-                  mask=valid_s[:, None] & mask_n[None, :], other=0.0).to(DOT_DTYPE)
     state_off = ((pid_b * nchunks + pid_c) * nheads + pid_h) * d_state * headdim
-    dstate = load_state_tile(dstate_ptr, state_off, offs_n, offs_p, mask_n, mask_p, headdim,
-                             TRANSPOSED=False, DOT_DTYPE=DOT_DTYPE)
-    grad = tl.dot(B_s, dstate, input_precision=PRECISION) * to_edge[:, None]  # (BLOCK_M s, BLOCK_P)
+    grad = tl.zeros((BLOCK_M, BLOCK_P), dtype=tl.float32)  # (BLOCK_M s, BLOCK_P)
+    for n0 in range(0, d_state, BLOCK_NS):
+        offs_n = n0 + tl.arange(0, BLOCK_NS)
+        mask_n = offs_n < d_state
+        B_s = tl.load(B_base + s[:, None] * stride_B_l + offs_n[None, :] * stride_B_n,
+                      mask=valid_s[:, None] & mask_n[None, :], other=0.0).to(DOT_DTYPE)
+        dstate = load_state_tile(dstate_ptr, state_off, offs_n, offs_p, mask_n, mask_p, headdim,
+                                 TRANSPOSED=False, DOT_DTYPE=DOT_DTYPE)
+        grad += tl.dot(B_s, dstate, input_precision=PRECISION)
+    grad = grad * to_edge[:, None]
 
     # Pairs (t, s) of this direction's triangle inside the chunk.
     if REVERSE:
@@ -135,7 +138,8 @@ def chunk_scan_bwd_dx(x, dy, dt_f, dt_b, A, B_f, B_b, diag, cb, cum_f, cum_b, ds
     ddiag = torch.empty_like(diag, memory_format=torch.contiguous_format)
     ddt_exp_f = torch.empty_like(cum_f)
     ddt_exp_b = torch.empty_like(cum_b)
-    config = launch_config("chunk_scan_bwd_dx", _chunk_scan_bwd_dx_kernel, x.dtype, headdim, d_state, chunk_size)
+    config = launch_config("chunk_scan_bwd_dx", _chunk_scan_bwd_dx_kernel, x.dtype, headdim, d_state, chunk_size,
+                           blocks=("BLOCK_M", "BLOCK_K", "BLOCK_NS", "BLOCK_P"))
     config["BLOCK_P"] = max(config["BLOCK_P"], headdim)  # one program holds all of headdim (ddt_exp sums over it)
     grid = (batch * nchunks, nheads, -(-chunk_size // config["BLOCK_M"]))
     for dt, B, cum, dstate, ddt_exp, reverse in ((dt_f, B_f, cum_f, dstate_f, ddt_exp_f, False),

@@ -97,14 +97,14 @@ def chunk_state(B, x, dt, A, cum, reverse: bool, adjoint: bool = False, row_shif
     ngroups, d_state = B.shape[2], B.shape[3]
     nchunks, chunk_size = cum.shape[2], cum.shape[3]
     states = torch.empty(batch, nchunks, nheads, d_state, headdim, device=x.device, dtype=torch.float32)
-    config = launch_config("chunk_state", _chunk_state_kernel, x.dtype, headdim, d_state, chunk_size)
+    config = launch_config("chunk_state", _chunk_state_kernel, x.dtype, headdim, d_state, chunk_size,
+                           blocks=("BLOCK_K", "BLOCK_N", "BLOCK_P"))
     grid = (batch * nchunks, nheads, -(-headdim // config["BLOCK_P"]))
     _chunk_state_kernel[grid](
         B, x, dt, A, cum, seq_idx, states, seqlen, nheads, nheads // ngroups, d_state, headdim, chunk_size, nchunks,
         *B.stride(), *x.stride(), *dt.stride(), *seq_strides(seq_idx),
         ROW_SHIFT=row_shift, ADJOINT=adjoint, REVERSE=reverse, HAS_SEQ_IDX=seq_idx is not None,
-        BLOCK_N=config["BLOCK_N"], BLOCK_P=config["BLOCK_P"], BLOCK_K=config["BLOCK_K"],
-        num_warps=config["num_warps"], num_stages=config["num_stages"], **dot_config(x.dtype, _chunk_state_kernel),
+        **config, **dot_config(x.dtype, _chunk_state_kernel),
     )
     return states
 

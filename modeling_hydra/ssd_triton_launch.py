@@ -21,12 +21,16 @@ MAX_D_STATE = 128
 
 @dataclass(frozen=True)
 class KernelLaunch:
-    """Block sizes and schedule of one kernel: `chunk_block` rows of the chunk per tile (and per step of its loop
-    over the chunk), `headdim_block` columns of headdim per program (None: all of headdim), and Triton's
-    num_warps / num_stages."""
+    """Block sizes and schedule of one kernel: `chunk_block` rows of the chunk per program (BLOCK_M), `step_block`
+    rows per step of its loop over the chunk (BLOCK_K; None: chunk_block), `headdim_block` columns of headdim per
+    program (None: all of headdim), `reduction_block` columns per step of a loop over d_state (BLOCK_NS) or headdim (BLOCK_PS) that a
+    tl.dot reduces over,
+    and Triton's num_warps / num_stages."""
 
     chunk_block: int = 64
+    step_block: int | None = None
     headdim_block: int | None = None
+    reduction_block: int = 64
     num_warps: int = 4
     num_stages: int = 2
 
@@ -36,16 +40,20 @@ DEFAULT = KernelLaunch()
 LAUNCH_TABLE: dict[tuple[str, str, str, bool], KernelLaunch] = {}
 
 
-def launch_config(name: str, kernel, dtype: torch.dtype, headdim: int, d_state: int, chunk_size: int) -> dict:
-    """Keyword arguments of kernel `name` (BLOCK_M, BLOCK_K, BLOCK_N, BLOCK_P, num_warps, num_stages) for inputs of
-    `dtype` and these sizes, on the target Triton compiles `kernel` for."""
+def launch_config(name: str, kernel, dtype: torch.dtype, headdim: int, d_state: int, chunk_size: int,
+                  blocks=("BLOCK_M", "BLOCK_K", "BLOCK_N", "BLOCK_P")) -> dict:
+    """Keyword arguments of kernel `name` for inputs of `dtype` and these sizes, on the target Triton compiles
+    `kernel` for: the `blocks` it takes (of BLOCK_M, BLOCK_K, BLOCK_N, BLOCK_NS, BLOCK_P, BLOCK_PS), num_warps and
+    num_stages."""
     family = "sm90" if target_arch(kernel) >= 90 else "sm80"
     precision = "fp32" if dtype in (torch.float32, torch.float64) else "16bit"
     launch = LAUNCH_TABLE.get((name, family, precision, max(headdim, d_state) > 64), DEFAULT)
-    chunk_block = block_size(chunk_size, cap=launch.chunk_block)
-    return dict(BLOCK_M=chunk_block, BLOCK_K=chunk_block, BLOCK_N=block_size(d_state),
-                BLOCK_P=block_size(headdim, cap=launch.headdim_block), num_warps=launch.num_warps,
-                num_stages=launch.num_stages)
+    step_block = launch.chunk_block if launch.step_block is None else launch.step_block
+    sizes = dict(BLOCK_M=block_size(chunk_size, cap=launch.chunk_block), BLOCK_K=block_size(chunk_size, cap=step_block),
+                 BLOCK_N=block_size(d_state), BLOCK_NS=block_size(d_state, cap=launch.reduction_block),
+                 BLOCK_P=block_size(headdim, cap=launch.headdim_block),
+                 BLOCK_PS=block_size(headdim, cap=launch.reduction_block))
+    return dict({name: sizes[name] for name in blocks}, num_warps=launch.num_warps, num_stages=launch.num_stages)
 
 
 def seq_strides(seq_idx: torch.Tensor | None) -> tuple[int, int]:
