@@ -78,9 +78,9 @@ class BidirectionalSSDTriton(torch.autograd.Function):
         cb = chunk_cb(B_f, C_f, B_b, C_b, cum_f.shape[3], seq_idx)
         dx, ddiag, ddt_exp_f, ddt_exp_b = chunk_scan_bwd_dx(x, dy, dt_f, dt_b, A, B_f, B_b, diag, cb, cum_f, cum_b,
                                                             dstate_f, dstate_b, seq_idx)
-        del cb
         dB_f, dB_b = chunk_scan_bwd_db(*scan_args, cum_f, cum_b, dstate_f, dstate_b, seq_idx)
-        dC_f, dC_b, rowgrad_f, rowgrad_b = chunk_scan_bwd_dc(*scan_args, cum_f, cum_b, enter_f, enter_b, seq_idx)
+        dC_f, dC_b, rowgrad_f, rowgrad_b = chunk_scan_bwd_dc(*scan_args, cb, cum_f, cum_b, enter_f, enter_b,
+                                                             seq_idx)
         ddt_f, dA_f = chunk_cumsum_bwd(dt_f, A, rowgrad_f, ddt_exp_f, reverse=False)
         ddt_b, dA_b = chunk_cumsum_bwd(dt_b, A, rowgrad_b, ddt_exp_b, reverse=True)
         return (dx, ddt_f.to(dt_f.dtype), ddt_b.to(dt_b.dtype), (dA_f + dA_b).to(A.dtype),

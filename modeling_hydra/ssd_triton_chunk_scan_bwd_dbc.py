@@ -5,10 +5,12 @@ Per head h and direction (forward written; the backward direction mirrors triang
              + exp(cum[t] - la[t]) dy[t] . enter[c]                           (gradient of the shifted C row t)
     dB[s]  = dt[s] ( sum_{t > s in chunk} (x[s] . dy[t]) exp(cum[t] - la[t] - cum[s]) Cs[t]
              + exp(tot - cum[s]) x[s] . dstate[c] )
-The dC kernel also writes rowgrad[t] = Cs[t] . dCs_h[t] per head (the sum of the loss weights of all pairs with
-output row t), which stage 1's backward needs for the decay gradients. One program loops over the heads of its
-group, so the group sums need no atomics. dCs row t belongs to C_f[t - 1] and C_b[t + 1]: the caller passes
-output views shifted accordingly.
+The terms through the chunk states come from chunk_state_grad (ssd_triton_chunk_state_grad.py); the kernels here add
+the in-chunk sums, one launch per direction. The dC kernel also completes rowgrad[t] = Cs[t] . dCs_h[t] per head
+(the sum of the loss weights of all pairs with output row t), which stage 1's backward needs for the decay
+gradients; inside the chunk it sums it from the C.B products of `chunk_cb`. One program loops over the heads of its
+group, so the group sums need no atomics. dCs row t belongs to C_f[t - 1] and C_b[t + 1]: the caller passes output
+views shifted accordingly.
 """
 
 from __future__ import annotations
@@ -16,25 +18,28 @@ from __future__ import annotations
 import torch
 
 from .ssd_chunk_layout import groups_to_heads, pair_decays, shift_rows, to_chunks
+from .ssd_triton_chunk_state_grad import chunk_state_grad
 from .ssd_triton_launch import launch_config, seq_strides
 from .ssd_triton_runtime import dot_config, tl, triton_jit
-from .ssd_triton_tiles import load_decay_rows, load_seq_id, load_seq_ids, load_shifted_rows, load_state_tile
+from .ssd_triton_tiles import load_decay_rows, load_seq_ids, load_shifted_rows
 
 
 @triton_jit
 def _chunk_scan_bwd_dc_kernel(
-    x_ptr, dy_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, seq_ptr, cum_ptr, enter_ptr, dCs_ptr, rowgrad_ptr,
-    seqlen, nheads, heads_per_group, d_state, headdim, chunk_size, nchunks,
+    x_ptr, dy_ptr, dt_ptr, A_ptr, B_ptr, seq_ptr, cb_ptr, cum_ptr, init_ptr, dCs_ptr, rowgrad_ptr,
+    seqlen, nheads, heads_per_group, ngroups, d_state, headdim, chunk_size, nchunks,
     stride_x_b, stride_x_l, stride_x_h, stride_x_p, stride_dy_b, stride_dy_l, stride_dy_h, stride_dy_p,
     stride_dt_b, stride_dt_l, stride_dt_h, stride_B_b, stride_B_l, stride_B_g, stride_B_n,
-    stride_C_b, stride_C_l, stride_C_g, stride_C_n, stride_seq_b, stride_seq_l,
+    stride_seq_b, stride_seq_l, stride_init_b, stride_init_l, stride_init_g, stride_init_n,
     stride_dCs_b, stride_dCs_l, stride_dCs_g, stride_dCs_n,
     REVERSE: tl.constexpr, HAS_SEQ_IDX: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_PS: tl.constexpr,
     DOT_DTYPE: tl.constexpr, PRECISION: tl.constexpr,
 ):
     # One direction (REVERSE=False: the forward one, pairs s < t, row t reads C[t - 1]); rows t of one chunk and
-    # group. Products over headdim run in steps of BLOCK_PS.
+    # group, starting from the state part (init, rowgrad) of chunk_state_grad. Products over headdim run in steps of
+    # BLOCK_PS. rowgrad[t], the sum of the loss weights W[t, s] = (dy[t] . x[s]) M[t, s] of row t, adds
+    # W = weight * cb inside the chunk, so no per-head (BLOCK_M, d_state) gradient is held.
     pid_bc = tl.program_id(0)
     pid_b = (pid_bc // nchunks).to(tl.int64)
     pid_c = pid_bc % nchunks
@@ -47,19 +52,11 @@ def _chunk_scan_bwd_dc_kernel(
     t = chunk_start + offs_m
     valid_t = (offs_m < chunk_size) & (t < seqlen)
     B_base = B_ptr + pid_b * stride_B_b + pid_g * stride_B_g
-    C_base = C_ptr + pid_b * stride_C_b + pid_g * stride_C_g
+    cb_base = cb_ptr + ((pid_b * nchunks + pid_c) * ngroups + pid_g) * chunk_size * chunk_size
 
-    # Rows that read the entering state: those of the sequence it belongs to, the sequence of the token just before
-    # the chunk (forward) or just after it (backward).
-    state_rows = valid_t
     if HAS_SEQ_IDX:
         seq_base = seq_ptr + pid_b * stride_seq_b
         seq_t = load_seq_ids(seq_base, t, valid_t, stride_seq_l)
-        if REVERSE:
-            edge_row = chunk_start + chunk_size
-        else:
-            edge_row = chunk_start - 1
-        state_rows = state_rows & (seq_t == load_seq_id(seq_base, edge_row, seqlen, stride_seq_l))
     if REVERSE:
         k_lo = (m0 // BLOCK_K) * BLOCK_K
         k_hi = chunk_size
@@ -67,7 +64,9 @@ def _chunk_scan_bwd_dc_kernel(
         k_lo = 0
         k_hi = m0 + BLOCK_M
 
-    group = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    mask_tn = valid_t[:, None] & mask_n[None, :]
+    group = tl.load(init_ptr + pid_b * stride_init_b + pid_g * stride_init_g + t[:, None] * stride_init_l
+                    + offs_n[None, :] * stride_init_n, mask=mask_tn, other=0.0)
     for hh in range(heads_per_group):
         pid_h = pid_g * heads_per_group + hh
         A = tl.load(A_ptr + pid_h).to(tl.float32)
@@ -77,17 +76,7 @@ def _chunk_scan_bwd_dc_kernel(
         dy_base = dy_ptr + pid_b * stride_dy_b + pid_h * stride_dy_h
         dt_t, cum_t = load_decay_rows(dt_base, stride_dt_l, t, valid_t, cum_ptr + cum_off, offs_m, chunk_size)
         cumx_t = cum_t - A * dt_t
-        state_off = ((pid_b * nchunks + pid_c) * nheads + pid_h) * d_state * headdim
-        grad = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-        for p0 in range(0, headdim, BLOCK_PS):
-            offs_p = p0 + tl.arange(0, BLOCK_PS)
-            mask_p = offs_p < headdim
-            dy_t = tl.load(dy_base + t[:, None] * stride_dy_l + offs_p[None, :] * stride_dy_p,
-                           mask=valid_t[:, None] & mask_p[None, :], other=0.0).to(DOT_DTYPE)
-            enter = load_state_tile(enter_ptr, state_off, offs_n, offs_p, mask_n, mask_p, headdim,
-                                    TRANSPOSED=True, DOT_DTYPE=DOT_DTYPE)  # (BLOCK_PS, BLOCK_N)
-            grad += tl.dot(dy_t, enter, input_precision=PRECISION)
-        grad = grad * tl.where(state_rows, tl.exp(cumx_t), 0.0)[:, None]
+        rowgrad = tl.load(rowgrad_ptr + cum_off + offs_m, mask=offs_m < chunk_size, other=0.0)
 
         for k0 in range(k_lo, k_hi, BLOCK_K):
             offs_k = k0 + tl.arange(0, BLOCK_K)
@@ -111,36 +100,31 @@ def _chunk_scan_bwd_dc_kernel(
             dt_s, cum_s = load_decay_rows(dt_base, stride_dt_l, s, valid_s, cum_ptr + cum_off, offs_k, chunk_size)
             decay = tl.exp(tl.minimum(cumx_t[:, None] - cum_s[None, :], 0.0))
             weight = tl.where(pair_ok, pair * decay * dt_s[None, :], 0.0)
+            cb = tl.load(cb_base + offs_m[:, None] * chunk_size + offs_k[None, :],
+                         mask=(offs_m < chunk_size)[:, None] & (offs_k < chunk_size)[None, :], other=0.0)
+            rowgrad += tl.sum(weight * cb, axis=1)
             B_s = tl.load(B_base + s[:, None] * stride_B_l + offs_n[None, :] * stride_B_n,
                           mask=valid_s[:, None] & mask_n[None, :], other=0.0).to(DOT_DTYPE)
-            grad += tl.dot(weight.to(DOT_DTYPE), B_s, input_precision=PRECISION)
-
-        if REVERSE:
-            Cs = load_shifted_rows(C_base, t, valid_t, seqlen, stride_C_l, offs_n, mask_n, stride_C_n,
-                                   SHIFT=1, TRANSPOSED=False).to(tl.float32)
-        else:
-            Cs = load_shifted_rows(C_base, t, valid_t, seqlen, stride_C_l, offs_n, mask_n, stride_C_n,
-                                   SHIFT=-1, TRANSPOSED=False).to(tl.float32)
-        tl.store(rowgrad_ptr + cum_off + offs_m, tl.sum(grad * Cs, axis=1), mask=offs_m < chunk_size)
-        group += grad
+            group += tl.dot(weight.to(DOT_DTYPE), B_s, input_precision=PRECISION)
+        tl.store(rowgrad_ptr + cum_off + offs_m, rowgrad, mask=offs_m < chunk_size)
 
     tl.store(dCs_ptr + pid_b * stride_dCs_b + pid_g * stride_dCs_g + t[:, None] * stride_dCs_l
-             + offs_n[None, :] * stride_dCs_n, group, mask=valid_t[:, None] & mask_n[None, :])
+             + offs_n[None, :] * stride_dCs_n, group, mask=mask_tn)
 
 
 @triton_jit
 def _chunk_scan_bwd_db_kernel(
-    x_ptr, dy_ptr, dt_ptr, A_ptr, C_ptr, seq_ptr, cum_ptr, dstate_ptr, dB_ptr,
+    x_ptr, dy_ptr, dt_ptr, A_ptr, C_ptr, seq_ptr, cum_ptr, init_ptr, dB_ptr,
     seqlen, nheads, heads_per_group, d_state, headdim, chunk_size, nchunks,
     stride_x_b, stride_x_l, stride_x_h, stride_x_p, stride_dy_b, stride_dy_l, stride_dy_h, stride_dy_p,
     stride_dt_b, stride_dt_l, stride_dt_h, stride_C_b, stride_C_l, stride_C_g, stride_C_n, stride_seq_b, stride_seq_l,
-    stride_dB_b, stride_dB_l, stride_dB_g, stride_dB_n,
+    stride_init_b, stride_init_l, stride_init_g, stride_init_n, stride_dB_b, stride_dB_l, stride_dB_g, stride_dB_n,
     REVERSE: tl.constexpr, HAS_SEQ_IDX: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_PS: tl.constexpr,
     DOT_DTYPE: tl.constexpr, PRECISION: tl.constexpr,
 ):
-    # One direction (REVERSE=False: the forward one, pairs t > s); input rows s of one chunk and group. Products
-    # over headdim run in steps of BLOCK_PS.
+    # One direction (REVERSE=False: the forward one, pairs t > s); input rows s of one chunk and group, starting
+    # from the state part (init) of chunk_state_grad. Products over headdim run in steps of BLOCK_PS.
     pid_bc = tl.program_id(0)
     pid_b = (pid_bc // nchunks).to(tl.int64)
     pid_c = pid_bc % nchunks
@@ -154,22 +138,19 @@ def _chunk_scan_bwd_db_kernel(
     valid_s = (offs_m < chunk_size) & (s < seqlen)
     C_base = C_ptr + pid_b * stride_C_b + pid_g * stride_C_g
 
-    # Rows that enter the chunk's own state: those of the sequence of its last (forward) or first (backward) token.
-    state_rows = valid_s
     if REVERSE:
-        edge_row = chunk_start
         k_lo = 0
         k_hi = m0 + BLOCK_M
     else:
-        edge_row = chunk_start + chunk_size - 1
         k_lo = (m0 // BLOCK_K) * BLOCK_K
         k_hi = chunk_size
     if HAS_SEQ_IDX:
         seq_base = seq_ptr + pid_b * stride_seq_b
         seq_s = load_seq_ids(seq_base, s, valid_s, stride_seq_l)
-        state_rows = state_rows & (seq_s == load_seq_id(seq_base, edge_row, seqlen, stride_seq_l))
 
-    group = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    mask_sn = valid_s[:, None] & mask_n[None, :]
+    group = tl.load(init_ptr + pid_b * stride_init_b + pid_g * stride_init_g + s[:, None] * stride_init_l
+                    + offs_n[None, :] * stride_init_n, mask=mask_sn, other=0.0)
     for hh in range(heads_per_group):
         pid_h = pid_g * heads_per_group + hh
         A = tl.load(A_ptr + pid_h).to(tl.float32)
@@ -178,22 +159,6 @@ def _chunk_scan_bwd_db_kernel(
         x_base = x_ptr + pid_b * stride_x_b + pid_h * stride_x_h
         dy_base = dy_ptr + pid_b * stride_dy_b + pid_h * stride_dy_h
         dt_s, cum_s = load_decay_rows(dt_base, stride_dt_l, s, valid_s, cum_ptr + cum_off, offs_m, chunk_size)
-        if REVERSE:
-            tot = tl.load(cum_ptr + cum_off)
-        else:
-            tot = tl.load(cum_ptr + cum_off + chunk_size - 1)
-        state_off = ((pid_b * nchunks + pid_c) * nheads + pid_h) * d_state * headdim
-        through_state = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-        for p0 in range(0, headdim, BLOCK_PS):
-            offs_p = p0 + tl.arange(0, BLOCK_PS)
-            mask_p = offs_p < headdim
-            x_s = tl.load(x_base + s[:, None] * stride_x_l + offs_p[None, :] * stride_x_p,
-                          mask=valid_s[:, None] & mask_p[None, :], other=0.0).to(DOT_DTYPE)
-            dstate = load_state_tile(dstate_ptr, state_off, offs_n, offs_p, mask_n, mask_p, headdim,
-                                     TRANSPOSED=True, DOT_DTYPE=DOT_DTYPE)  # (BLOCK_PS, BLOCK_N)
-            through_state += tl.dot(x_s, dstate, input_precision=PRECISION)
-        # dt[s] of this head is folded into the row weights, so the heads sum straight into `group`.
-        group += through_state * tl.where(state_rows, tl.exp(tot - cum_s) * dt_s, 0.0)[:, None]
 
         for k0 in range(k_lo, k_hi, BLOCK_K):
             offs_k = k0 + tl.arange(0, BLOCK_K)
@@ -224,7 +189,7 @@ def _chunk_scan_bwd_db_kernel(
             group += tl.dot(weight.to(DOT_DTYPE), Cs, input_precision=PRECISION)
 
     tl.store(dB_ptr + pid_b * stride_dB_b + pid_g * stride_dB_g + s[:, None] * stride_dB_l
-             + offs_n[None, :] * stride_dB_n, group, mask=valid_s[:, None] & mask_n[None, :])
+             + offs_n[None, :] * stride_dB_n, group, mask=mask_sn)
 
 
 def _launch(name, kernel, x, B, chunk_size):
@@ -237,9 +202,10 @@ def _launch(name, kernel, x, B, chunk_size):
     return grid, dict(config, **dot_config(x.dtype, kernel))
 
 
-def chunk_scan_bwd_dc(x, dy, dt_f, dt_b, A, B_f, C_f, B_b, C_b, cum_f, cum_b, enter_f, enter_b, seq_idx=None):
+def chunk_scan_bwd_dc(x, dy, dt_f, dt_b, A, B_f, C_f, B_b, C_b, cb, cum_f, cum_b, enter_f, enter_b, seq_idx=None):
     """Returns dC_f, dC_b (like C_f, C_b) and per direction rowgrad, float32 (batch, nheads, nchunks, chunk_size).
-    One launch per direction; seq_idx: optional int32 (batch, seqlen) sequence ids."""
+    cb: `chunk_cb` of the inputs; seq_idx: optional int32 (batch, seqlen) sequence ids. Two launches per direction:
+    the state part (chunk_state_grad), then the in-chunk part on top."""
     batch, seqlen, nheads, headdim = x.shape
     ngroups, d_state = C_f.shape[2], C_f.shape[3]
     nchunks, chunk_size = cum_f.shape[2], cum_f.shape[3]
@@ -247,23 +213,25 @@ def chunk_scan_bwd_dc(x, dy, dt_f, dt_b, A, B_f, C_f, B_b, C_b, cum_f, cum_b, en
     # dCs row t is the gradient of C_f[t - 1] and of C_b[t + 1]; the rows that no output reads stay zero.
     dC_f = torch.zeros(batch, seqlen + 1, ngroups, d_state, device=x.device, dtype=C_f.dtype)
     dC_b = torch.zeros(batch, seqlen + 1, ngroups, d_state, device=x.device, dtype=C_b.dtype)
-    rowgrad_f = torch.empty_like(cum_f)
-    rowgrad_b = torch.empty_like(cum_b)
-    for dt, B, C, cum, enter, dCs, rowgrad, reverse in (
-            (dt_f, B_f, C_f, cum_f, enter_f, dC_f[:, :seqlen], rowgrad_f, False),
-            (dt_b, B_b, C_b, cum_b, enter_b, dC_b[:, 1:], rowgrad_b, True)):
+    rowgrads = []
+    for dt, B, C, cum, enter, dCs, reverse in ((dt_f, B_f, C_f, cum_f, enter_f, dC_f[:, :seqlen], False),
+                                               (dt_b, B_b, C_b, cum_b, enter_b, dC_b[:, 1:], True)):
+        init, rowgrad = chunk_state_grad(dy, dt, A, C, cum, enter, read_entering=True, reverse=reverse,
+                                         seq_idx=seq_idx)
         _chunk_scan_bwd_dc_kernel[grid](
-            x, dy, dt, A, B, C, seq_idx, cum, enter, dCs, rowgrad,
-            seqlen, nheads, nheads // ngroups, d_state, headdim, chunk_size, nchunks,
-            *x.stride(), *dy.stride(), *dt.stride(), *B.stride(), *C.stride(), *seq_strides(seq_idx), *dCs.stride(),
-            REVERSE=reverse, HAS_SEQ_IDX=seq_idx is not None, **config,
+            x, dy, dt, A, B, seq_idx, cb, cum, init, dCs, rowgrad,
+            seqlen, nheads, nheads // ngroups, ngroups, d_state, headdim, chunk_size, nchunks,
+            *x.stride(), *dy.stride(), *dt.stride(), *B.stride(), *seq_strides(seq_idx), *init.stride(),
+            *dCs.stride(), REVERSE=reverse, HAS_SEQ_IDX=seq_idx is not None, **config,
         )
-    return dC_f[:, 1:], dC_b[:, :seqlen], rowgrad_f, rowgrad_b
+        rowgrads.append(rowgrad)
+    return dC_f[:, 1:], dC_b[:, :seqlen], rowgrads[0], rowgrads[1]
 
 
 def chunk_scan_bwd_db(x, dy, dt_f, dt_b, A, B_f, C_f, B_b, C_b, cum_f, cum_b, dstate_f, dstate_b, seq_idx=None):
-    """Returns dB_f, dB_b (like B_f, B_b); dstate_*: gradients of each chunk's own state (see chunk_scan_bwd_dx).
-    One launch per direction; seq_idx: optional int32 (batch, seqlen) sequence ids."""
+    """Returns dB_f, dB_b (like B_f, B_b); dstate_*: gradients of each chunk's own state (see chunk_scan_bwd_dx);
+    seq_idx: optional int32 (batch, seqlen) sequence ids. Two launches per direction: the state part
+    (chunk_state_grad), then the in-chunk part on top."""
     batch, seqlen, nheads, headdim = x.shape
     ngroups, d_state = B_f.shape[2], B_f.shape[3]
     nchunks, chunk_size = cum_f.shape[2], cum_f.shape[3]
@@ -272,11 +240,12 @@ def chunk_scan_bwd_db(x, dy, dt_f, dt_b, A, B_f, C_f, B_b, C_b, cum_f, cum_b, ds
     dB_b = torch.empty_like(B_b, memory_format=torch.contiguous_format)
     for dt, C, cum, dstate, dB, reverse in ((dt_f, C_f, cum_f, dstate_f, dB_f, False),
                                             (dt_b, C_b, cum_b, dstate_b, dB_b, True)):
+        init, _ = chunk_state_grad(x, dt, A, C, cum, dstate, read_entering=False, reverse=reverse, seq_idx=seq_idx)
         _chunk_scan_bwd_db_kernel[grid](
-            x, dy, dt, A, C, seq_idx, cum, dstate, dB,
+            x, dy, dt, A, C, seq_idx, cum, init, dB,
             seqlen, nheads, nheads // ngroups, d_state, headdim, chunk_size, nchunks,
-            *x.stride(), *dy.stride(), *dt.stride(), *C.stride(), *seq_strides(seq_idx), *dB.stride(),
-            REVERSE=reverse, HAS_SEQ_IDX=seq_idx is not None, **config,
+            *x.stride(), *dy.stride(), *dt.stride(), *C.stride(), *seq_strides(seq_idx), *init.stride(),
+            *dB.stride(), REVERSE=reverse, HAS_SEQ_IDX=seq_idx is not None, **config,
         )
     return dB_f, dB_b
 

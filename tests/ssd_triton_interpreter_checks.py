@@ -18,7 +18,7 @@ from modeling_hydra import HydraForMaskedLM
 from modeling_hydra.ssd_torch import ssd_bidirectional_torch
 
 STAGES = ("ssd_triton_chunk_cumsum", "ssd_triton_chunk_state", "ssd_triton_state_passing", "ssd_triton_chunk_cb",
-          "ssd_triton_chunk_scan",
+          "ssd_triton_chunk_scan", "ssd_triton_chunk_state_grad",
           "ssd_triton_chunk_scan_bwd_dx", "ssd_triton_chunk_scan_bwd_dbc", "ssd_triton")
 
 
@@ -140,7 +140,8 @@ def test_chunk_scan_bwd_dbc_matches_ref(kernels):
     common = (s.x, s.dy, s.dt_f, s.dt_b, s.A, s.B_f, s.C_f, s.B_b, s.C_b, s.cum_f, s.cum_b)
     stage = kernels.chunk_scan_bwd_dbc
     dB_f, dB_b = stage.chunk_scan_bwd_db(*common, s.dstate_f, s.dstate_b)
-    dC_f, dC_b, rowgrad_f, rowgrad_b = stage.chunk_scan_bwd_dc(*common, s.enter_f, s.enter_b)
+    cb = kernels.chunk_cb.chunk_cb(s.B_f, s.C_f, s.B_b, s.C_b, 8)
+    dC_f, dC_b, rowgrad_f, rowgrad_b = stage.chunk_scan_bwd_dc(*common[:9], cb, *common[9:], s.enter_f, s.enter_b)
     refs = stage.chunk_scan_bwd_dbc_ref(*common, s.enter_f, s.enter_b, s.dstate_f, s.dstate_b)
     for out, ref in zip((dB_f, dB_b, dC_f, dC_b, rowgrad_f, rowgrad_b), refs):
         assert out.shape == ref.shape
