@@ -120,7 +120,7 @@ def chunk_cumsum_bwd(dt, A, rowgrad, ddt_exp, reverse: bool):
     ddt = torch.empty(batch, seqlen, nheads, device=dt.device, dtype=torch.float32)
     dA = torch.empty(batch, nheads, device=dt.device, dtype=torch.float32)
     block_q = block_size(chunk_size)
-    block_h = max(1, min(block_size(nheads, floor=1), 4096 // block_q))
+    block_h = max(1, min(block_size(nheads, floor=1), 1024 // block_q))  # 1024 elements per array: no spills
     grid = (batch, -(-nheads // block_h))
     _chunk_cumsum_bwd_kernel[grid](
         dt, A, rowgrad, ddt_exp, ddt, dA, seqlen, nheads, chunk_size, nchunks, *dt.stride(), *ddt.stride(),

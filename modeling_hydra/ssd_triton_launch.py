@@ -21,11 +21,13 @@ MAX_D_STATE = 128
 
 @dataclass(frozen=True)
 class KernelLaunch:
-    """Block sizes and schedule of one kernel: `chunk_block` rows of the chunk per program (BLOCK_M), `step_block`
-    rows per step of its loop over the chunk (BLOCK_K; None: chunk_block), `headdim_block` columns of headdim per
-    program (None: all of headdim), `reduction_block` columns per step of a loop over d_state (BLOCK_NS) or headdim (BLOCK_PS) that a
-    tl.dot reduces over,
-    and Triton's num_warps / num_stages."""
+    """Block sizes and schedule of one kernel.
+
+    chunk_block: rows of the chunk per program (BLOCK_M); step_block: rows per step of its loop over the chunk
+    (BLOCK_K; None: chunk_block); headdim_block: columns of headdim per program (BLOCK_P; None: all of headdim);
+    reduction_block: columns per step of a loop over d_state (BLOCK_NS) or headdim (BLOCK_PS) that a tl.dot reduces
+    over; num_warps, num_stages: Triton's.
+    """
 
     chunk_block: int = 64
     step_block: int | None = None
@@ -36,8 +38,26 @@ class KernelLaunch:
 
 
 DEFAULT = KernelLaunch()
-# (kernel, "sm80" or "sm90", "fp32" or "16bit", headdim > 64 or d_state > 64) -> settings; missing keys: DEFAULT.
-LAUNCH_TABLE: dict[tuple[str, str, str, bool], KernelLaunch] = {}
+# (kernel, "fp32" or "16bit"[, "sm80" or "sm90"]) -> settings; the entry with the target wins, missing: DEFAULT.
+# Why each differs from DEFAULT, from the compile check at headdim = d_state = 128, chunk 256 (registers per thread
+# of the heaviest build; 255 means spills): float32 dots run as tf32x3, whose split operands need about twice the
+# registers of 16-bit ones, so the float32 kernels take 8 warps; the backward kernels that loop over heads and
+# headdim inside a loop over the chunk reduce over headdim in steps of 32 (4 warps spill at any step size there).
+LAUNCH_TABLE: dict[tuple[str, ...], KernelLaunch] = {
+    ("chunk_state", "16bit"): KernelLaunch(headdim_block=64),
+    ("chunk_state", "fp32"): KernelLaunch(headdim_block=64, num_warps=8),
+    ("chunk_cb", "fp32"): KernelLaunch(num_warps=8),
+    ("chunk_scan", "16bit"): KernelLaunch(headdim_block=64, num_warps=8),
+    ("chunk_scan", "fp32"): KernelLaunch(headdim_block=64, num_warps=8),
+    ("chunk_scan_bwd_dx", "16bit"): KernelLaunch(num_warps=8),
+    ("chunk_scan_bwd_dx", "fp32"): KernelLaunch(num_warps=8),
+    ("chunk_scan_bwd_db", "16bit"): KernelLaunch(num_warps=8),
+    ("chunk_scan_bwd_db", "fp32"): KernelLaunch(reduction_block=32, num_warps=8),
+    ("chunk_scan_bwd_dc", "16bit"): KernelLaunch(num_warps=8),
+    ("chunk_scan_bwd_dc", "fp32"): KernelLaunch(reduction_block=32, num_warps=8),
+    ("chunk_state_grad", "16bit"): KernelLaunch(reduction_block=32, num_warps=8),
+    ("chunk_state_grad", "fp32"): KernelLaunch(reduction_block=32, num_warps=8),
+}
 
 
 def launch_config(name: str, kernel, dtype: torch.dtype, headdim: int, d_state: int, chunk_size: int,
@@ -47,7 +67,7 @@ def launch_config(name: str, kernel, dtype: torch.dtype, headdim: int, d_state: 
     num_stages."""
     family = "sm90" if target_arch(kernel) >= 90 else "sm80"
     precision = "fp32" if dtype in (torch.float32, torch.float64) else "16bit"
-    launch = LAUNCH_TABLE.get((name, family, precision, max(headdim, d_state) > 64), DEFAULT)
+    launch = LAUNCH_TABLE.get((name, precision, family), LAUNCH_TABLE.get((name, precision), DEFAULT))
     step_block = launch.chunk_block if launch.step_block is None else launch.step_block
     sizes = dict(BLOCK_M=block_size(chunk_size, cap=launch.chunk_block), BLOCK_K=block_size(chunk_size, cap=step_block),
                  BLOCK_N=block_size(d_state), BLOCK_NS=block_size(d_state, cap=launch.reduction_block),
