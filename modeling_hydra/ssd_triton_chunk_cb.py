@@ -16,7 +16,7 @@ import torch
 from .ssd_chunk_layout import shift_rows, to_chunks
 from .ssd_triton_launch import launch_config, seq_strides
 from .ssd_triton_runtime import dot_config, tl, triton_jit
-from .ssd_triton_tiles import load_seq_ids, load_shifted_rows
+from .ssd_triton_tiles import chunk_base, load_seq_ids, load_shifted_rows
 
 
 @triton_jit
@@ -43,10 +43,10 @@ def _chunk_cb_kernel(
     s = chunk_start + offs_k
     valid_t = (offs_m < chunk_size) & (t < seqlen)
     valid_s = (offs_k < chunk_size) & (s < seqlen)
-    Bf_base = Bf_ptr + pid_b * stride_Bf_b + pid_g * stride_Bf_g
-    Cf_base = Cf_ptr + pid_b * stride_Cf_b + pid_g * stride_Cf_g
-    Bb_base = Bb_ptr + pid_b * stride_Bb_b + pid_g * stride_Bb_g
-    Cb_base = Cb_ptr + pid_b * stride_Cb_b + pid_g * stride_Cb_g
+    Bf_base = chunk_base(Bf_ptr, pid_b, stride_Bf_b, chunk_start, stride_Bf_l) + pid_g * stride_Bf_g
+    Cf_base = chunk_base(Cf_ptr, pid_b, stride_Cf_b, chunk_start, stride_Cf_l) + pid_g * stride_Cf_g
+    Bb_base = chunk_base(Bb_ptr, pid_b, stride_Bb_b, chunk_start, stride_Bb_l) + pid_g * stride_Bb_g
+    Cb_base = chunk_base(Cb_ptr, pid_b, stride_Cb_b, chunk_start, stride_Cb_l) + pid_g * stride_Cb_g
 
     # Products over d_state in steps of BLOCK_NS.
     cb = tl.zeros((BLOCK_M, BLOCK_K), dtype=tl.float32)
@@ -54,9 +54,10 @@ def _chunk_cb_kernel(
         for n0 in range(0, d_state, BLOCK_NS):
             offs_n = n0 + tl.arange(0, BLOCK_NS)
             mask_n = offs_n < d_state
-            Cs = load_shifted_rows(Cf_base, t, valid_t, seqlen, stride_Cf_l, offs_n, mask_n, stride_Cf_n,
+            Cs = load_shifted_rows(Cf_base, offs_m, chunk_start, valid_t, seqlen, stride_Cf_l, offs_n,
+                                   mask_n, stride_Cf_n,
                                    SHIFT=-1, TRANSPOSED=False).to(DOT_DTYPE)
-            B = tl.load(Bf_base + s[None, :] * stride_Bf_l + offs_n[:, None] * stride_Bf_n,
+            B = tl.load(Bf_base + offs_k[None, :] * stride_Bf_l + offs_n[:, None] * stride_Bf_n,
                         mask=mask_n[:, None] & valid_s[None, :], other=0.0).to(DOT_DTYPE)
             cb += tl.dot(Cs, B, input_precision=PRECISION)
         cb = tl.where(offs_m[:, None] > offs_k[None, :], cb, 0.0)
@@ -65,16 +66,18 @@ def _chunk_cb_kernel(
         for n0 in range(0, d_state, BLOCK_NS):
             offs_n = n0 + tl.arange(0, BLOCK_NS)
             mask_n = offs_n < d_state
-            Cs = load_shifted_rows(Cb_base, t, valid_t, seqlen, stride_Cb_l, offs_n, mask_n, stride_Cb_n,
+            Cs = load_shifted_rows(Cb_base, offs_m, chunk_start, valid_t, seqlen, stride_Cb_l, offs_n,
+                                   mask_n, stride_Cb_n,
                                    SHIFT=1, TRANSPOSED=False).to(DOT_DTYPE)
-            B = tl.load(Bb_base + s[None, :] * stride_Bb_l + offs_n[:, None] * stride_Bb_n,
+            B = tl.load(Bb_base + offs_k[None, :] * stride_Bb_l + offs_n[:, None] * stride_Bb_n,
                         mask=mask_n[:, None] & valid_s[None, :], other=0.0).to(DOT_DTYPE)
             upper += tl.dot(Cs, B, input_precision=PRECISION)
         cb += tl.where(offs_m[:, None] < offs_k[None, :], upper, 0.0)
     if HAS_SEQ_IDX:
-        seq_base = seq_ptr + pid_b * stride_seq_b
-        same = load_seq_ids(seq_base, t, valid_t, stride_seq_l)[:, None] == \
-            load_seq_ids(seq_base, s, valid_s, stride_seq_l)[None, :]
+        seq_row0 = seq_ptr + pid_b * stride_seq_b
+        seq_base = chunk_base(seq_ptr, pid_b, stride_seq_b, chunk_start, stride_seq_l)
+        same = load_seq_ids(seq_base, offs_m, valid_t, stride_seq_l)[:, None] == \
+            load_seq_ids(seq_base, offs_k, valid_s, stride_seq_l)[None, :]
         cb = tl.where(same, cb, 0.0)
     out = cb_ptr + ((pid_b * nchunks + pid_c) * ngroups + pid_g) * chunk_size * chunk_size
     tl.store(out + offs_m[:, None] * chunk_size + offs_k[None, :], cb,

@@ -15,7 +15,7 @@ import torch
 from .ssd_chunk_layout import groups_to_heads, pair_decays, shift_rows, to_chunks
 from .ssd_triton_launch import launch_config, seq_strides
 from .ssd_triton_runtime import dot_config, tl, triton_jit
-from .ssd_triton_tiles import load_decay_rows, load_seq_id, load_seq_ids, load_shifted_rows, load_state_tile
+from .ssd_triton_tiles import chunk_base, load_decay_rows, load_seq_id, load_seq_ids, load_shifted_rows, load_state_tile
 
 
 @triton_jit
@@ -47,34 +47,35 @@ def _chunk_scan_kernel(
 
     A = tl.load(A_ptr + pid_h).to(tl.float32)
     cum_off = ((pid_b * nheads + pid_h) * nchunks + pid_c) * chunk_size
-    x_base = x_ptr + pid_b * stride_x_b + pid_h * stride_x_h
-    dtf_base = dtf_ptr + pid_b * stride_dtf_b + pid_h * stride_dtf_h
-    dtb_base = dtb_ptr + pid_b * stride_dtb_b + pid_h * stride_dtb_h
+    x_base = chunk_base(x_ptr, pid_b, stride_x_b, chunk_start, stride_x_l) + pid_h * stride_x_h
+    dtf_base = chunk_base(dtf_ptr, pid_b, stride_dtf_b, chunk_start, stride_dtf_l) + pid_h * stride_dtf_h
+    dtb_base = chunk_base(dtb_ptr, pid_b, stride_dtb_b, chunk_start, stride_dtb_l) + pid_h * stride_dtb_h
     cb_base = cb_ptr + ((pid_b * nchunks + pid_c) * ngroups + pid_g) * chunk_size * chunk_size
 
     cumxf_t = tl.load(cumf_ptr + cum_off + offs_m, mask=offs_m < chunk_size, other=0.0) \
-        - A * tl.load(dtf_base + t * stride_dtf_l, mask=valid_t, other=0.0).to(tl.float32)
+        - A * tl.load(dtf_base + offs_m * stride_dtf_l, mask=valid_t, other=0.0).to(tl.float32)
     cumxb_t = tl.load(cumb_ptr + cum_off + offs_m, mask=offs_m < chunk_size, other=0.0) \
-        - A * tl.load(dtb_base + t * stride_dtb_l, mask=valid_t, other=0.0).to(tl.float32)
+        - A * tl.load(dtb_base + offs_m * stride_dtb_l, mask=valid_t, other=0.0).to(tl.float32)
     # Decay of the entering states to row t; zero for rows of another sequence than the state's.
     out_f = tl.exp(cumxf_t)
     out_b = tl.exp(cumxb_t)
     if HAS_SEQ_IDX:
-        seq_base = seq_ptr + pid_b * stride_seq_b
-        seq_t = load_seq_ids(seq_base, t, valid_t, stride_seq_l)
-        out_f = tl.where(seq_t == load_seq_id(seq_base, chunk_start - 1, seqlen, stride_seq_l), out_f, 0.0)
-        out_b = tl.where(seq_t == load_seq_id(seq_base, chunk_start + chunk_size, seqlen, stride_seq_l), out_b, 0.0)
+        seq_row0 = seq_ptr + pid_b * stride_seq_b
+        seq_base = chunk_base(seq_ptr, pid_b, stride_seq_b, chunk_start, stride_seq_l)
+        seq_t = load_seq_ids(seq_base, offs_m, valid_t, stride_seq_l)
+        out_f = tl.where(seq_t == load_seq_id(seq_row0, chunk_start - 1, seqlen, stride_seq_l), out_f, 0.0)
+        out_b = tl.where(seq_t == load_seq_id(seq_row0, chunk_start + chunk_size, seqlen, stride_seq_l), out_b, 0.0)
 
     # States entering from the left and the right; row t reads the shifted C: C_f[t - 1] and C_b[t + 1]. The
     # products run over d_state in steps of BLOCK_NS (at most 64), which keeps the operands small.
     state_off = ((pid_b * nchunks + pid_c) * nheads + pid_h) * d_state * headdim
-    Cf_base = Cf_ptr + pid_b * stride_Cf_b + pid_g * stride_Cf_g
-    Cb_base = Cb_ptr + pid_b * stride_Cb_b + pid_g * stride_Cb_g
+    Cf_base = chunk_base(Cf_ptr, pid_b, stride_Cf_b, chunk_start, stride_Cf_l) + pid_g * stride_Cf_g
+    Cb_base = chunk_base(Cb_ptr, pid_b, stride_Cb_b, chunk_start, stride_Cb_l) + pid_g * stride_Cb_g
     state = tl.zeros((BLOCK_M, BLOCK_P), dtype=tl.float32)
     for n0 in range(0, d_state, BLOCK_NS):
         offs_n = n0 + tl.arange(0, BLOCK_NS)
         mask_n = offs_n < d_state
-        Cs = load_shifted_rows(Cf_base, t, valid_t, seqlen, stride_Cf_l, offs_n, mask_n, stride_Cf_n,
+        Cs = load_shifted_rows(Cf_base, offs_m, chunk_start, valid_t, seqlen, stride_Cf_l, offs_n, mask_n, stride_Cf_n,
                                SHIFT=-1, TRANSPOSED=False).to(DOT_DTYPE)
         enter = load_state_tile(enterf_ptr, state_off, offs_n, offs_p, mask_n, mask_p, headdim,
                                 TRANSPOSED=False, DOT_DTYPE=DOT_DTYPE)
@@ -84,17 +85,17 @@ def _chunk_scan_kernel(
     for n0 in range(0, d_state, BLOCK_NS):
         offs_n = n0 + tl.arange(0, BLOCK_NS)
         mask_n = offs_n < d_state
-        Cs = load_shifted_rows(Cb_base, t, valid_t, seqlen, stride_Cb_l, offs_n, mask_n, stride_Cb_n,
+        Cs = load_shifted_rows(Cb_base, offs_m, chunk_start, valid_t, seqlen, stride_Cb_l, offs_n, mask_n, stride_Cb_n,
                                SHIFT=1, TRANSPOSED=False).to(DOT_DTYPE)
         enter = load_state_tile(enterb_ptr, state_off, offs_n, offs_p, mask_n, mask_p, headdim,
                                 TRANSPOSED=False, DOT_DTYPE=DOT_DTYPE)
         state += tl.dot(Cs, enter, input_precision=PRECISION)
     acc += state * out_b[:, None]
 
-    x_t = tl.load(x_base + t[:, None] * stride_x_l + offs_p[None, :] * stride_x_p,
+    x_t = tl.load(x_base + offs_m[:, None] * stride_x_l + offs_p[None, :] * stride_x_p,
                   mask=valid_t[:, None] & mask_p[None, :], other=0.0)
-    diag = tl.load(diag_ptr + pid_b * stride_diag_b + t * stride_diag_l + pid_h * stride_diag_h,
-                   mask=valid_t, other=0.0).to(tl.float32)
+    diag_base = chunk_base(diag_ptr, pid_b, stride_diag_b, chunk_start, stride_diag_l) + pid_h * stride_diag_h
+    diag = tl.load(diag_base + offs_m * stride_diag_l, mask=valid_t, other=0.0).to(tl.float32)
     acc += diag[:, None] * x_t.to(tl.float32)
 
     # In-chunk pairs: cb (zero on the diagonal and across sequences) times this head's decays and step sizes; the
@@ -105,18 +106,19 @@ def _chunk_scan_kernel(
         valid_s = (offs_k < chunk_size) & (s < seqlen)
         cb = tl.load(cb_base + offs_m[:, None] * chunk_size + offs_k[None, :],
                      mask=(offs_m < chunk_size)[:, None] & (offs_k < chunk_size)[None, :], other=0.0)
-        dtf_s, cumf_s = load_decay_rows(dtf_base, stride_dtf_l, s, valid_s, cumf_ptr + cum_off, offs_k, chunk_size)
-        dtb_s, cumb_s = load_decay_rows(dtb_base, stride_dtb_l, s, valid_s, cumb_ptr + cum_off, offs_k, chunk_size)
+        dtf_s, cumf_s = load_decay_rows(dtf_base, stride_dtf_l, offs_k, valid_s, cumf_ptr + cum_off, chunk_size)
+        dtb_s, cumb_s = load_decay_rows(dtb_base, stride_dtb_l, offs_k, valid_s, cumb_ptr + cum_off, chunk_size)
         lower = offs_m[:, None] > offs_k[None, :]
         exponent = tl.where(lower, cumxf_t[:, None] - cumf_s[None, :], cumxb_t[:, None] - cumb_s[None, :])
         step = tl.where(lower, dtf_s[None, :], dtb_s[None, :])
         mix = cb * tl.exp(tl.minimum(exponent, 0.0)) * step
-        x_s = tl.load(x_base + s[:, None] * stride_x_l + offs_p[None, :] * stride_x_p,
+        x_s = tl.load(x_base + offs_k[:, None] * stride_x_l + offs_p[None, :] * stride_x_p,
                       mask=valid_s[:, None] & mask_p[None, :], other=0.0)
         acc += tl.dot(mix.to(DOT_DTYPE), x_s.to(DOT_DTYPE), input_precision=PRECISION)
 
-    tl.store(y_ptr + pid_b * stride_y_b + pid_h * stride_y_h + t[:, None] * stride_y_l + offs_p[None, :] * stride_y_p,
-             acc, mask=valid_t[:, None] & mask_p[None, :])
+    y_base = chunk_base(y_ptr, pid_b, stride_y_b, chunk_start, stride_y_l) + pid_h * stride_y_h
+    tl.store(y_base + offs_m[:, None] * stride_y_l + offs_p[None, :] * stride_y_p, acc,
+             mask=valid_t[:, None] & mask_p[None, :])
 
 
 def chunk_scan(x, dt_f, dt_b, A, C_f, C_b, diag, cb, cum_f, cum_b, enter_f, enter_b, seq_idx=None) -> torch.Tensor:

@@ -21,7 +21,7 @@ from .ssd_chunk_layout import groups_to_heads, pair_decays, shift_rows, to_chunk
 from .ssd_triton_chunk_state_grad import chunk_state_grad
 from .ssd_triton_launch import launch_config, seq_strides
 from .ssd_triton_runtime import dot_config, tl, triton_jit
-from .ssd_triton_tiles import load_decay_rows, load_seq_ids, load_shifted_rows
+from .ssd_triton_tiles import chunk_base, load_decay_rows, load_seq_ids, load_shifted_rows
 
 
 @triton_jit
@@ -51,12 +51,13 @@ def _chunk_scan_bwd_dc_kernel(
     chunk_start = pid_c * chunk_size
     t = chunk_start + offs_m
     valid_t = (offs_m < chunk_size) & (t < seqlen)
-    B_base = B_ptr + pid_b * stride_B_b + pid_g * stride_B_g
+    B_base = chunk_base(B_ptr, pid_b, stride_B_b, chunk_start, stride_B_l) + pid_g * stride_B_g
     cb_base = cb_ptr + ((pid_b * nchunks + pid_c) * ngroups + pid_g) * chunk_size * chunk_size
 
     if HAS_SEQ_IDX:
-        seq_base = seq_ptr + pid_b * stride_seq_b
-        seq_t = load_seq_ids(seq_base, t, valid_t, stride_seq_l)
+        seq_row0 = seq_ptr + pid_b * stride_seq_b
+        seq_base = chunk_base(seq_ptr, pid_b, stride_seq_b, chunk_start, stride_seq_l)
+        seq_t = load_seq_ids(seq_base, offs_m, valid_t, stride_seq_l)
     if REVERSE:
         k_lo = (m0 // BLOCK_K) * BLOCK_K
         k_hi = chunk_size
@@ -65,16 +66,17 @@ def _chunk_scan_bwd_dc_kernel(
         k_hi = m0 + BLOCK_M
 
     mask_tn = valid_t[:, None] & mask_n[None, :]
-    group = tl.load(init_ptr + pid_b * stride_init_b + pid_g * stride_init_g + t[:, None] * stride_init_l
-                    + offs_n[None, :] * stride_init_n, mask=mask_tn, other=0.0)
+    init_base = chunk_base(init_ptr, pid_b, stride_init_b, chunk_start, stride_init_l) + pid_g * stride_init_g
+    group = tl.load(init_base + offs_m[:, None] * stride_init_l + offs_n[None, :] * stride_init_n, mask=mask_tn,
+                    other=0.0)
     for hh in range(heads_per_group):
         pid_h = pid_g * heads_per_group + hh
         A = tl.load(A_ptr + pid_h).to(tl.float32)
         cum_off = ((pid_b * nheads + pid_h) * nchunks + pid_c) * chunk_size
-        dt_base = dt_ptr + pid_b * stride_dt_b + pid_h * stride_dt_h
-        x_base = x_ptr + pid_b * stride_x_b + pid_h * stride_x_h
-        dy_base = dy_ptr + pid_b * stride_dy_b + pid_h * stride_dy_h
-        dt_t, cum_t = load_decay_rows(dt_base, stride_dt_l, t, valid_t, cum_ptr + cum_off, offs_m, chunk_size)
+        dt_base = chunk_base(dt_ptr, pid_b, stride_dt_b, chunk_start, stride_dt_l) + pid_h * stride_dt_h
+        x_base = chunk_base(x_ptr, pid_b, stride_x_b, chunk_start, stride_x_l) + pid_h * stride_x_h
+        dy_base = chunk_base(dy_ptr, pid_b, stride_dy_b, chunk_start, stride_dy_l) + pid_h * stride_dy_h
+        dt_t, cum_t = load_decay_rows(dt_base, stride_dt_l, offs_m, valid_t, cum_ptr + cum_off, chunk_size)
         cumx_t = cum_t - A * dt_t
         rowgrad = tl.load(rowgrad_ptr + cum_off + offs_m, mask=offs_m < chunk_size, other=0.0)
 
@@ -86,9 +88,9 @@ def _chunk_scan_bwd_dc_kernel(
             for p0 in range(0, headdim, BLOCK_PS):
                 offs_p = p0 + tl.arange(0, BLOCK_PS)
                 mask_p = offs_p < headdim
-                dy_t = tl.load(dy_base + t[:, None] * stride_dy_l + offs_p[None, :] * stride_dy_p,
+                dy_t = tl.load(dy_base + offs_m[:, None] * stride_dy_l + offs_p[None, :] * stride_dy_p,
                                mask=valid_t[:, None] & mask_p[None, :], other=0.0).to(DOT_DTYPE)
-                x_s = tl.load(x_base + s[None, :] * stride_x_l + offs_p[:, None] * stride_x_p,
+                x_s = tl.load(x_base + offs_k[None, :] * stride_x_l + offs_p[:, None] * stride_x_p,
                               mask=mask_p[:, None] & valid_s[None, :], other=0.0).to(DOT_DTYPE)  # (BLOCK_PS, BLOCK_K)
                 pair += tl.dot(dy_t, x_s, input_precision=PRECISION)
             if REVERSE:
@@ -96,20 +98,20 @@ def _chunk_scan_bwd_dc_kernel(
             else:
                 pair_ok = (offs_m[:, None] > offs_k[None, :]) & valid_s[None, :]
             if HAS_SEQ_IDX:
-                pair_ok = pair_ok & (seq_t[:, None] == load_seq_ids(seq_base, s, valid_s, stride_seq_l)[None, :])
-            dt_s, cum_s = load_decay_rows(dt_base, stride_dt_l, s, valid_s, cum_ptr + cum_off, offs_k, chunk_size)
+                pair_ok = pair_ok & (seq_t[:, None] == load_seq_ids(seq_base, offs_k, valid_s, stride_seq_l)[None, :])
+            dt_s, cum_s = load_decay_rows(dt_base, stride_dt_l, offs_k, valid_s, cum_ptr + cum_off, chunk_size)
             decay = tl.exp(tl.minimum(cumx_t[:, None] - cum_s[None, :], 0.0))
             weight = tl.where(pair_ok, pair * decay * dt_s[None, :], 0.0)
             cb = tl.load(cb_base + offs_m[:, None] * chunk_size + offs_k[None, :],
                          mask=(offs_m < chunk_size)[:, None] & (offs_k < chunk_size)[None, :], other=0.0)
             rowgrad += tl.sum(weight * cb, axis=1)
-            B_s = tl.load(B_base + s[:, None] * stride_B_l + offs_n[None, :] * stride_B_n,
+            B_s = tl.load(B_base + offs_k[:, None] * stride_B_l + offs_n[None, :] * stride_B_n,
                           mask=valid_s[:, None] & mask_n[None, :], other=0.0).to(DOT_DTYPE)
             group += tl.dot(weight.to(DOT_DTYPE), B_s, input_precision=PRECISION)
         tl.store(rowgrad_ptr + cum_off + offs_m, rowgrad, mask=offs_m < chunk_size)
 
-    tl.store(dCs_ptr + pid_b * stride_dCs_b + pid_g * stride_dCs_g + t[:, None] * stride_dCs_l
-             + offs_n[None, :] * stride_dCs_n, group, mask=mask_tn)
+    dCs_base = chunk_base(dCs_ptr, pid_b, stride_dCs_b, chunk_start, stride_dCs_l) + pid_g * stride_dCs_g
+    tl.store(dCs_base + offs_m[:, None] * stride_dCs_l + offs_n[None, :] * stride_dCs_n, group, mask=mask_tn)
 
 
 @triton_jit
@@ -136,7 +138,7 @@ def _chunk_scan_bwd_db_kernel(
     chunk_start = pid_c * chunk_size
     s = chunk_start + offs_m
     valid_s = (offs_m < chunk_size) & (s < seqlen)
-    C_base = C_ptr + pid_b * stride_C_b + pid_g * stride_C_g
+    C_base = chunk_base(C_ptr, pid_b, stride_C_b, chunk_start, stride_C_l) + pid_g * stride_C_g
 
     if REVERSE:
         k_lo = 0
@@ -145,20 +147,22 @@ def _chunk_scan_bwd_db_kernel(
         k_lo = (m0 // BLOCK_K) * BLOCK_K
         k_hi = chunk_size
     if HAS_SEQ_IDX:
-        seq_base = seq_ptr + pid_b * stride_seq_b
-        seq_s = load_seq_ids(seq_base, s, valid_s, stride_seq_l)
+        seq_row0 = seq_ptr + pid_b * stride_seq_b
+        seq_base = chunk_base(seq_ptr, pid_b, stride_seq_b, chunk_start, stride_seq_l)
+        seq_s = load_seq_ids(seq_base, offs_m, valid_s, stride_seq_l)
 
     mask_sn = valid_s[:, None] & mask_n[None, :]
-    group = tl.load(init_ptr + pid_b * stride_init_b + pid_g * stride_init_g + s[:, None] * stride_init_l
-                    + offs_n[None, :] * stride_init_n, mask=mask_sn, other=0.0)
+    init_base = chunk_base(init_ptr, pid_b, stride_init_b, chunk_start, stride_init_l) + pid_g * stride_init_g
+    group = tl.load(init_base + offs_m[:, None] * stride_init_l + offs_n[None, :] * stride_init_n, mask=mask_sn,
+                    other=0.0)
     for hh in range(heads_per_group):
         pid_h = pid_g * heads_per_group + hh
         A = tl.load(A_ptr + pid_h).to(tl.float32)
         cum_off = ((pid_b * nheads + pid_h) * nchunks + pid_c) * chunk_size
-        dt_base = dt_ptr + pid_b * stride_dt_b + pid_h * stride_dt_h
-        x_base = x_ptr + pid_b * stride_x_b + pid_h * stride_x_h
-        dy_base = dy_ptr + pid_b * stride_dy_b + pid_h * stride_dy_h
-        dt_s, cum_s = load_decay_rows(dt_base, stride_dt_l, s, valid_s, cum_ptr + cum_off, offs_m, chunk_size)
+        dt_base = chunk_base(dt_ptr, pid_b, stride_dt_b, chunk_start, stride_dt_l) + pid_h * stride_dt_h
+        x_base = chunk_base(x_ptr, pid_b, stride_x_b, chunk_start, stride_x_l) + pid_h * stride_x_h
+        dy_base = chunk_base(dy_ptr, pid_b, stride_dy_b, chunk_start, stride_dy_l) + pid_h * stride_dy_h
+        dt_s, cum_s = load_decay_rows(dt_base, stride_dt_l, offs_m, valid_s, cum_ptr + cum_off, chunk_size)
 
         for k0 in range(k_lo, k_hi, BLOCK_K):
             offs_k = k0 + tl.arange(0, BLOCK_K)
@@ -168,28 +172,28 @@ def _chunk_scan_bwd_db_kernel(
             for p0 in range(0, headdim, BLOCK_PS):
                 offs_p = p0 + tl.arange(0, BLOCK_PS)
                 mask_p = offs_p < headdim
-                x_s = tl.load(x_base + s[:, None] * stride_x_l + offs_p[None, :] * stride_x_p,
+                x_s = tl.load(x_base + offs_m[:, None] * stride_x_l + offs_p[None, :] * stride_x_p,
                               mask=valid_s[:, None] & mask_p[None, :], other=0.0).to(DOT_DTYPE)
-                dy_t = tl.load(dy_base + t[None, :] * stride_dy_l + offs_p[:, None] * stride_dy_p,
+                dy_t = tl.load(dy_base + offs_k[None, :] * stride_dy_l + offs_p[:, None] * stride_dy_p,
                                mask=mask_p[:, None] & valid_t[None, :], other=0.0).to(DOT_DTYPE)  # (BLOCK_PS, BLOCK_K)
                 pair += tl.dot(x_s, dy_t, input_precision=PRECISION)
             if REVERSE:
                 pair_ok = (offs_k[None, :] < offs_m[:, None]) & valid_t[None, :]
-                Cs = load_shifted_rows(C_base, t, valid_t, seqlen, stride_C_l, offs_n, mask_n, stride_C_n,
-                                       SHIFT=1, TRANSPOSED=False).to(DOT_DTYPE)  # (BLOCK_K, BLOCK_N)
+                Cs = load_shifted_rows(C_base, offs_k, chunk_start, valid_t, seqlen, stride_C_l, offs_n,
+                                       mask_n, stride_C_n, SHIFT=1, TRANSPOSED=False).to(DOT_DTYPE)  # (BLOCK_K, N)
             else:
                 pair_ok = (offs_k[None, :] > offs_m[:, None]) & valid_t[None, :]
-                Cs = load_shifted_rows(C_base, t, valid_t, seqlen, stride_C_l, offs_n, mask_n, stride_C_n,
-                                       SHIFT=-1, TRANSPOSED=False).to(DOT_DTYPE)
+                Cs = load_shifted_rows(C_base, offs_k, chunk_start, valid_t, seqlen, stride_C_l, offs_n,
+                                       mask_n, stride_C_n, SHIFT=-1, TRANSPOSED=False).to(DOT_DTYPE)
             if HAS_SEQ_IDX:
-                pair_ok = pair_ok & (seq_s[:, None] == load_seq_ids(seq_base, t, valid_t, stride_seq_l)[None, :])
-            dt_t, cum_t = load_decay_rows(dt_base, stride_dt_l, t, valid_t, cum_ptr + cum_off, offs_k, chunk_size)
+                pair_ok = pair_ok & (seq_s[:, None] == load_seq_ids(seq_base, offs_k, valid_t, stride_seq_l)[None, :])
+            dt_t, cum_t = load_decay_rows(dt_base, stride_dt_l, offs_k, valid_t, cum_ptr + cum_off, chunk_size)
             decay = tl.exp(tl.minimum((cum_t - A * dt_t)[None, :] - cum_s[:, None], 0.0))
             weight = tl.where(pair_ok, pair * decay * dt_s[:, None], 0.0)
             group += tl.dot(weight.to(DOT_DTYPE), Cs, input_precision=PRECISION)
 
-    tl.store(dB_ptr + pid_b * stride_dB_b + pid_g * stride_dB_g + s[:, None] * stride_dB_l
-             + offs_n[None, :] * stride_dB_n, group, mask=mask_sn)
+    dB_base = chunk_base(dB_ptr, pid_b, stride_dB_b, chunk_start, stride_dB_l) + pid_g * stride_dB_g
+    tl.store(dB_base + offs_m[:, None] * stride_dB_l + offs_n[None, :] * stride_dB_n, group, mask=mask_sn)
 
 
 def _launch(name, kernel, x, B, chunk_size):

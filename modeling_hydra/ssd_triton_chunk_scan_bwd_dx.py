@@ -17,7 +17,7 @@ import torch
 from .ssd_chunk_layout import groups_to_heads, pair_decays, shift_rows, to_chunks
 from .ssd_triton_launch import launch_config, seq_strides
 from .ssd_triton_runtime import dot_config, tl, triton_jit
-from .ssd_triton_tiles import load_decay_rows, load_seq_id, load_seq_ids, load_state_tile
+from .ssd_triton_tiles import chunk_base, load_decay_rows, load_seq_id, load_seq_ids, load_state_tile
 
 
 @triton_jit
@@ -50,11 +50,11 @@ def _chunk_scan_bwd_dx_kernel(
 
     A = tl.load(A_ptr + pid_h).to(tl.float32)
     cum_off = ((pid_b * nheads + pid_h) * nchunks + pid_c) * chunk_size
-    dt_base = dt_ptr + pid_b * stride_dt_b + pid_h * stride_dt_h
-    B_base = B_ptr + pid_b * stride_B_b + pid_g * stride_B_g
+    dt_base = chunk_base(dt_ptr, pid_b, stride_dt_b, chunk_start, stride_dt_l) + pid_h * stride_dt_h
+    B_base = chunk_base(B_ptr, pid_b, stride_B_b, chunk_start, stride_B_l) + pid_g * stride_B_g
     cb_base = cb_ptr + ((pid_b * nchunks + pid_c) * ngroups + pid_g) * chunk_size * chunk_size
-    dy_base = dy_ptr + pid_b * stride_dy_b + pid_h * stride_dy_h
-    dt_s, cum_s = load_decay_rows(dt_base, stride_dt_l, s, valid_s, cum_ptr + cum_off, offs_m, chunk_size)
+    dy_base = chunk_base(dy_ptr, pid_b, stride_dy_b, chunk_start, stride_dy_l) + pid_h * stride_dy_h
+    dt_s, cum_s = load_decay_rows(dt_base, stride_dt_l, offs_m, valid_s, cum_ptr + cum_off, chunk_size)
 
     # Through the chunk's own state (the state leaving it): only rows of the sequence that state belongs to, the
     # sequence of the chunk's last (forward) or first (backward) token.
@@ -65,15 +65,16 @@ def _chunk_scan_bwd_dx_kernel(
         to_edge = tl.exp(tl.load(cum_ptr + cum_off + chunk_size - 1) - cum_s)
         edge_row = chunk_start + chunk_size - 1
     if HAS_SEQ_IDX:
-        seq_base = seq_ptr + pid_b * stride_seq_b
-        seq_s = load_seq_ids(seq_base, s, valid_s, stride_seq_l)
-        to_edge = tl.where(seq_s == load_seq_id(seq_base, edge_row, seqlen, stride_seq_l), to_edge, 0.0)
+        seq_row0 = seq_ptr + pid_b * stride_seq_b
+        seq_base = chunk_base(seq_ptr, pid_b, stride_seq_b, chunk_start, stride_seq_l)
+        seq_s = load_seq_ids(seq_base, offs_m, valid_s, stride_seq_l)
+        to_edge = tl.where(seq_s == load_seq_id(seq_row0, edge_row, seqlen, stride_seq_l), to_edge, 0.0)
     state_off = ((pid_b * nchunks + pid_c) * nheads + pid_h) * d_state * headdim
     grad = tl.zeros((BLOCK_M, BLOCK_P), dtype=tl.float32)  # (BLOCK_M s, BLOCK_P)
     for n0 in range(0, d_state, BLOCK_NS):
         offs_n = n0 + tl.arange(0, BLOCK_NS)
         mask_n = offs_n < d_state
-        B_s = tl.load(B_base + s[:, None] * stride_B_l + offs_n[None, :] * stride_B_n,
+        B_s = tl.load(B_base + offs_m[:, None] * stride_B_l + offs_n[None, :] * stride_B_n,
                       mask=valid_s[:, None] & mask_n[None, :], other=0.0).to(DOT_DTYPE)
         dstate = load_state_tile(dstate_ptr, state_off, offs_n, offs_p, mask_n, mask_p, headdim,
                                  TRANSPOSED=False, DOT_DTYPE=DOT_DTYPE)
@@ -98,27 +99,29 @@ def _chunk_scan_bwd_dx_kernel(
         # cb[t, s] (zero across sequences), read transposed as a (BLOCK_M s, BLOCK_K t) tile.
         cb = tl.load(cb_base + offs_k[None, :] * chunk_size + offs_m[:, None],
                      mask=(offs_m < chunk_size)[:, None] & (offs_k < chunk_size)[None, :], other=0.0)
-        dt_t, cum_t = load_decay_rows(dt_base, stride_dt_l, t, valid_t, cum_ptr + cum_off, offs_k, chunk_size)
+        dt_t, cum_t = load_decay_rows(dt_base, stride_dt_l, offs_k, valid_t, cum_ptr + cum_off, chunk_size)
         exponent = tl.minimum((cum_t - A * dt_t)[None, :] - cum_s[:, None], 0.0)
         mix = tl.where(pair_ok, cb * tl.exp(exponent), 0.0)
-        dy_t = tl.load(dy_base + t[:, None] * stride_dy_l + offs_p[None, :] * stride_dy_p,
+        dy_t = tl.load(dy_base + offs_k[:, None] * stride_dy_l + offs_p[None, :] * stride_dy_p,
                        mask=valid_t[:, None] & mask_p[None, :], other=0.0).to(DOT_DTYPE)
         grad += tl.dot(mix.to(DOT_DTYPE), dy_t, input_precision=PRECISION)
 
     mask_sp = valid_s[:, None] & mask_p[None, :]
-    x_s = tl.load(x_ptr + pid_b * stride_x_b + pid_h * stride_x_h + s[:, None] * stride_x_l
-                  + offs_p[None, :] * stride_x_p, mask=mask_sp, other=0.0).to(tl.float32)
+    x_base = chunk_base(x_ptr, pid_b, stride_x_b, chunk_start, stride_x_l) + pid_h * stride_x_h
+    x_s = tl.load(x_base + offs_m[:, None] * stride_x_l + offs_p[None, :] * stride_x_p, mask=mask_sp,
+                  other=0.0).to(tl.float32)
     tl.store(ddt_exp_ptr + cum_off + offs_m, tl.sum(grad * x_s, axis=1), mask=offs_m < chunk_size)
-    dx_ptrs = dx_ptr + pid_b * stride_dx_b + pid_h * stride_dx_h + s[:, None] * stride_dx_l + offs_p[None, :] * stride_dx_p
+    dx_ptrs = chunk_base(dx_ptr, pid_b, stride_dx_b, chunk_start, stride_dx_l) + pid_h * stride_dx_h \
+        + offs_m[:, None] * stride_dx_l + offs_p[None, :] * stride_dx_p
     dx = grad * dt_s[:, None]
     if FIRST:
-        dy_s = tl.load(dy_base + s[:, None] * stride_dy_l + offs_p[None, :] * stride_dy_p, mask=mask_sp,
+        dy_s = tl.load(dy_base + offs_m[:, None] * stride_dy_l + offs_p[None, :] * stride_dy_p, mask=mask_sp,
                        other=0.0).to(tl.float32)
-        diag = tl.load(diag_ptr + pid_b * stride_diag_b + s * stride_diag_l + pid_h * stride_diag_h,
-                       mask=valid_s, other=0.0).to(tl.float32)
+        diag_base = chunk_base(diag_ptr, pid_b, stride_diag_b, chunk_start, stride_diag_l) + pid_h * stride_diag_h
+        diag = tl.load(diag_base + offs_m * stride_diag_l, mask=valid_s, other=0.0).to(tl.float32)
         dx += diag[:, None] * dy_s
-        tl.store(ddiag_ptr + pid_b * stride_ddiag_b + s * stride_ddiag_l + pid_h * stride_ddiag_h,
-                 tl.sum(dy_s * x_s, axis=1), mask=valid_s)
+        ddiag_base = chunk_base(ddiag_ptr, pid_b, stride_ddiag_b, chunk_start, stride_ddiag_l) + pid_h * stride_ddiag_h
+        tl.store(ddiag_base + offs_m * stride_ddiag_l, tl.sum(dy_s * x_s, axis=1), mask=valid_s)
     else:
         dx += tl.load(dx_ptrs, mask=mask_sp, other=0.0).to(tl.float32)
     tl.store(dx_ptrs, dx, mask=mask_sp)

@@ -13,7 +13,7 @@ import torch
 
 from .ssd_triton_launch import launch_config, seq_strides
 from .ssd_triton_runtime import dot_config, tl, triton_jit
-from .ssd_triton_tiles import load_seq_id, load_seq_ids, load_shifted_rows
+from .ssd_triton_tiles import chunk_base, load_seq_id, load_seq_ids, load_shifted_rows
 
 
 @triton_jit
@@ -42,10 +42,10 @@ def _chunk_state_kernel(
         tot = tl.load(cum_base)
     else:
         tot = tl.load(cum_base + chunk_size - 1)
-    b_base = b_ptr + pid_b * stride_b_b + pid_g * stride_b_g
-    x_base = x_ptr + pid_b * stride_x_b + pid_h * stride_x_h
-    dt_base = dt_ptr + pid_b * stride_dt_b + pid_h * stride_dt_h
     chunk_start = pid_c * chunk_size
+    b_base = chunk_base(b_ptr, pid_b, stride_b_b, chunk_start, stride_b_l) + pid_g * stride_b_g
+    x_base = chunk_base(x_ptr, pid_b, stride_x_b, chunk_start, stride_x_l) + pid_h * stride_x_h
+    dt_base = chunk_base(dt_ptr, pid_b, stride_dt_b, chunk_start, stride_dt_l) + pid_h * stride_dt_h
     if HAS_SEQ_IDX:
         # Only rows of the state's sequence: the sequence of the token at the chunk's far edge (primal) or of the
         # token just beyond its near edge, whose state the rows read (adjoint).
@@ -59,20 +59,21 @@ def _chunk_state_kernel(
                 edge_row = chunk_start
             else:
                 edge_row = chunk_start + chunk_size - 1
-        seq_base = seq_ptr + pid_b * stride_seq_b
-        state_seq = load_seq_id(seq_base, edge_row, seqlen, stride_seq_l)
+        seq_row0 = seq_ptr + pid_b * stride_seq_b
+        seq_base = chunk_base(seq_ptr, pid_b, stride_seq_b, chunk_start, stride_seq_l)
+        state_seq = load_seq_id(seq_row0, edge_row, seqlen, stride_seq_l)
     acc = tl.zeros((BLOCK_N, BLOCK_P), dtype=tl.float32)
     for k0 in range(0, chunk_size, BLOCK_K):
         offs_k = k0 + tl.arange(0, BLOCK_K)
         rows = chunk_start + offs_k
         valid = (offs_k < chunk_size) & (rows < seqlen)
         if HAS_SEQ_IDX:
-            valid = valid & (load_seq_ids(seq_base, rows, valid, stride_seq_l) == state_seq)
-        b = load_shifted_rows(b_base, rows, valid, seqlen, stride_b_l, offs_n, mask_n, stride_b_n,
+            valid = valid & (load_seq_ids(seq_base, offs_k, valid, stride_seq_l) == state_seq)
+        b = load_shifted_rows(b_base, offs_k, chunk_start, valid, seqlen, stride_b_l, offs_n, mask_n, stride_b_n,
                               SHIFT=ROW_SHIFT, TRANSPOSED=True)  # (BLOCK_N, BLOCK_K)
-        x = tl.load(x_base + rows[:, None] * stride_x_l + offs_p[None, :] * stride_x_p,
+        x = tl.load(x_base + offs_k[:, None] * stride_x_l + offs_p[None, :] * stride_x_p,
                     mask=valid[:, None] & mask_p[None, :], other=0.0)  # (BLOCK_K, BLOCK_P)
-        dt = tl.load(dt_base + rows * stride_dt_l, mask=valid, other=0.0).to(tl.float32)
+        dt = tl.load(dt_base + offs_k * stride_dt_l, mask=valid, other=0.0).to(tl.float32)
         cum = tl.load(cum_base + offs_k, mask=offs_k < chunk_size, other=0.0)
         if ADJOINT:
             w = tl.exp(cum - dt * A)

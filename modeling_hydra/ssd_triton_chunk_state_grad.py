@@ -17,7 +17,7 @@ import torch
 
 from .ssd_triton_launch import launch_config, seq_strides
 from .ssd_triton_runtime import dot_config, tl, triton_jit
-from .ssd_triton_tiles import load_decay_rows, load_seq_id, load_seq_ids, load_shifted_rows, load_state_tile
+from .ssd_triton_tiles import chunk_base, load_decay_rows, load_seq_id, load_seq_ids, load_shifted_rows, load_state_tile
 
 
 @triton_jit
@@ -57,28 +57,29 @@ def _chunk_state_grad_kernel(
             edge_row = chunk_start + chunk_size - 1
     state_rows = valid
     if HAS_SEQ_IDX:
-        seq_base = seq_ptr + pid_b * stride_seq_b
-        state_rows = state_rows & (load_seq_ids(seq_base, rows, valid, stride_seq_l)
-                                   == load_seq_id(seq_base, edge_row, seqlen, stride_seq_l))
+        seq_row0 = seq_ptr + pid_b * stride_seq_b
+        seq_base = chunk_base(seq_ptr, pid_b, stride_seq_b, chunk_start, stride_seq_l)
+        state_rows = state_rows & (load_seq_ids(seq_base, offs_m, valid, stride_seq_l)
+                                   == load_seq_id(seq_row0, edge_row, seqlen, stride_seq_l))
 
     group = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     for hh in range(heads_per_group):
         pid_h = pid_g * heads_per_group + hh
         A = tl.load(A_ptr + pid_h).to(tl.float32)
         cum_off = ((pid_b * nheads + pid_h) * nchunks + pid_c) * chunk_size
-        rows_base = rows_ptr + pid_b * stride_r_b + pid_h * stride_r_h
+        rows_base = chunk_base(rows_ptr, pid_b, stride_r_b, chunk_start, stride_r_l) + pid_h * stride_r_h
         state_off = ((pid_b * nchunks + pid_c) * nheads + pid_h) * d_state * headdim
         prod = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
         for p0 in range(0, headdim, BLOCK_PS):
             offs_p = p0 + tl.arange(0, BLOCK_PS)
             mask_p = offs_p < headdim
-            r = tl.load(rows_base + rows[:, None] * stride_r_l + offs_p[None, :] * stride_r_p,
+            r = tl.load(rows_base + offs_m[:, None] * stride_r_l + offs_p[None, :] * stride_r_p,
                         mask=valid[:, None] & mask_p[None, :], other=0.0).to(DOT_DTYPE)
             state = load_state_tile(state_ptr, state_off, offs_n, offs_p, mask_n, mask_p, headdim,
                                     TRANSPOSED=True, DOT_DTYPE=DOT_DTYPE)  # (BLOCK_PS, BLOCK_N)
             prod += tl.dot(r, state, input_precision=PRECISION)
-        dt, cum = load_decay_rows(dt_ptr + pid_b * stride_dt_b + pid_h * stride_dt_h, stride_dt_l, rows, valid,
-                                  cum_ptr + cum_off, offs_m, chunk_size)
+        dt_base = chunk_base(dt_ptr, pid_b, stride_dt_b, chunk_start, stride_dt_l) + pid_h * stride_dt_h
+        dt, cum = load_decay_rows(dt_base, stride_dt_l, offs_m, valid, cum_ptr + cum_off, chunk_size)
         if READ_ENTERING:
             scale = tl.exp(cum - A * dt)
         else:
@@ -89,19 +90,20 @@ def _chunk_state_grad_kernel(
             scale = tl.exp(tot - cum) * dt
         prod = prod * tl.where(state_rows, scale, 0.0)[:, None]
         if READ_ENTERING:
-            C_base = C_ptr + pid_b * stride_C_b + pid_g * stride_C_g
+            C_base = chunk_base(C_ptr, pid_b, stride_C_b, chunk_start, stride_C_l) + pid_g * stride_C_g
             if REVERSE:
-                Cs = load_shifted_rows(C_base, rows, valid, seqlen, stride_C_l, offs_n, mask_n, stride_C_n,
-                                       SHIFT=1, TRANSPOSED=False)
+                Cs = load_shifted_rows(C_base, offs_m, chunk_start, valid, seqlen, stride_C_l, offs_n,
+                                       mask_n, stride_C_n, SHIFT=1, TRANSPOSED=False)
             else:
-                Cs = load_shifted_rows(C_base, rows, valid, seqlen, stride_C_l, offs_n, mask_n, stride_C_n,
-                                       SHIFT=-1, TRANSPOSED=False)
+                Cs = load_shifted_rows(C_base, offs_m, chunk_start, valid, seqlen, stride_C_l, offs_n,
+                                       mask_n, stride_C_n, SHIFT=-1, TRANSPOSED=False)
             tl.store(rowgrad_ptr + cum_off + offs_m, tl.sum(prod * Cs.to(tl.float32), axis=1),
                      mask=offs_m < chunk_size)
         group += prod
 
-    tl.store(out_ptr + pid_b * stride_out_b + pid_g * stride_out_g + rows[:, None] * stride_out_l
-             + offs_n[None, :] * stride_out_n, group, mask=valid[:, None] & mask_n[None, :])
+    out_base = chunk_base(out_ptr, pid_b, stride_out_b, chunk_start, stride_out_l) + pid_g * stride_out_g
+    tl.store(out_base + offs_m[:, None] * stride_out_l + offs_n[None, :] * stride_out_n, group,
+             mask=valid[:, None] & mask_n[None, :])
 
 
 def chunk_state_grad(rows, dt, A, C, cum, state, read_entering: bool, reverse: bool, seq_idx=None):
