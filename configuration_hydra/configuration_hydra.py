@@ -1,11 +1,66 @@
 """Configuration of Hydra bidirectional state-space encoders (Hwang et al., 2024, arXiv 2407.09941)."""
 
-import math
-
 from transformers import PreTrainedConfig
+from transformers.activations import ACT2FN
 
-SSD_BACKENDS = ("auto", "torch", "triton", "mamba_ssm")
+from .config_field_rules import (
+    boolean,
+    bounds_pair,
+    bounds_pair_to_json,
+    integer,
+    name,
+    one_of,
+    optional,
+    real,
+)
+
 CLASSIFIER_POOLING = ("cls", "mean")
+MIXER_RECOMPUTE = ("auto", "always", "never")
+# Largest accepted dt_max: a step of 1000 already makes a decay exp(A * dt) (A <= -1 at init) underflow to 0 even in
+# float64 (below exp(-745)), and larger ones overflow dt * x in float32 long before 1e30. The release uses 0.1.
+DT_MAX_LIMIT = 1e3
+
+# One rule per constructor field (see config_field_rules.py); a new field adds one line here.
+FIELD_RULES = {
+    "vocab_size": integer(),
+    "hidden_size": integer(),
+    "num_hidden_layers": integer(),
+    "type_vocab_size": integer(),
+    "pad_token_id": optional(integer(at_least=0)),
+    "layer_norm_eps": real(above=0.0),
+    "hidden_dropout_prob": real(at_least=0.0, below=1.0),
+    "classifier_dropout": optional(real(at_least=0.0, below=1.0)),
+    "initializer_range": real(at_least=0.0),
+    "hidden_act": one_of(ACT2FN),
+    "d_state": integer(),
+    "d_conv": integer(odd=True, reason=" (the convolution is centred, padding d_conv // 2 on both sides)"),
+    "expand": integer(),
+    "headdim": integer(),
+    "ngroups": integer(),
+    "chunk_size": integer(),
+    "dt_min": real(above=0.0),
+    "dt_max": real(above=0.0, at_most=DT_MAX_LIMIT),
+    "dt_init_floor": real(at_least=0.0),
+    "dt_limit": bounds_pair,
+    "conv_bias": boolean,
+    "proj_bias": boolean,
+    "use_position_embeddings": boolean,
+    "max_position_embeddings": integer(),
+    "is_prenorm": boolean,
+    "classifier_pooling": one_of(CLASSIFIER_POOLING),
+    "ssd_backend": name,  # the model checks the name against the registered kernels
+    "unpad_inputs": boolean,
+    "mixer_recompute": one_of(MIXER_RECOMPUTE),
+    "tie_word_embeddings": boolean,
+}
+
+
+def checked(field: str, rule, value):
+    """`rule(value)`, with the field's name put in front of the rule's message."""
+    try:
+        return rule(value)
+    except ValueError as error:
+        raise ValueError(f"HydraConfig.{field} {error}") from None
 
 
 class HydraConfig(PreTrainedConfig):
@@ -34,8 +89,9 @@ class HydraConfig(PreTrainedConfig):
         ngroups (`int`, defaults to 1): groups sharing B and C (`nheads % ngroups == 0`).
         chunk_size (`int`, defaults to 256): chunk length of the chunked SSD. It does not change results.
         dt_min (`float`, defaults to 1e-3), dt_max (`float`, defaults to 0.1), dt_init_floor (`float`, defaults
-            to 1e-4): the log-uniform range and floor of the initial step size `dt`.
-        dt_limit (`tuple[float, float]`, defaults to `(0.0, inf)`): clamp of the step size after softplus.
+            to 1e-4): the log-uniform range and floor of the initial step size `dt` (0 < dt_min <= dt_max <= 1000).
+        dt_limit (`tuple[float, float]`, defaults to `(0.0, inf)`): clamp of the step size after softplus. In JSON
+            an infinite upper bound is written `null`.
         conv_bias (`bool`, defaults to True): bias of the depthwise convolution.
         proj_bias (`bool`, defaults to False): bias of the mixer's in/out projections.
         use_position_embeddings (`bool`, defaults to False): add learned absolute position embeddings.
@@ -44,8 +100,13 @@ class HydraConfig(PreTrainedConfig):
         is_prenorm (`bool`, defaults to False): pre-norm layers plus a final LayerNorm instead of post-norm.
         classifier_pooling (`str`, defaults to `"cls"`): `"cls"` pools the first token, `"mean"` the masked mean
             of all tokens (the original's `pool_all=True`; `pool_all` is accepted as an alias).
-        ssd_backend (`str`, defaults to `"auto"`): kernel of the bidirectional SSD: `"auto"`, `"torch"`,
-            `"triton"` or `"mamba_ssm"`. Can be overridden with `from_pretrained(..., ssd_backend=...)`.
+        ssd_backend (`str`, defaults to `"auto"`): kernel of the bidirectional SSD: `"auto"` or a name of the
+            registry `SSD_BACKENDS` in `modeling_hydra/ssd_backends.py` (`"torch"`, `"triton"`, `"mamba_ssm"`), which
+            is checked when the model is built. Can be overridden with `from_pretrained(..., ssd_backend=...)`.
+        unpad_inputs (`bool`, defaults to True): when an attention_mask has padding, eager forward runs the encoder
+            on the real tokens only (padding-free); tracing/export always take the masked path.
+        mixer_recompute (`str`, defaults to `"auto"`): recompute the mixer interior in backward: `"auto"` decides by
+            the number of tokens (see the modeling_hydra policy), `"always"`, `"never"`.
         tie_word_embeddings (`bool`, defaults to True): tie the MLM decoder to the word embeddings.
     """
 
@@ -80,12 +141,14 @@ class HydraConfig(PreTrainedConfig):
         is_prenorm=False,
         classifier_pooling="cls",
         ssd_backend="auto",
+        unpad_inputs=True,
+        mixer_recompute="auto",
         tie_word_embeddings=True,
         **kwargs,
     ):
         pool_all = kwargs.pop("pool_all", None)
         if pool_all is not None:
-            classifier_pooling = "mean" if pool_all else "cls"
+            classifier_pooling = "mean" if checked("pool_all", boolean, pool_all) else "cls"
         self.vocab_size = vocab_size
         self.hidden_size = hidden_size
         self.num_hidden_layers = num_hidden_layers
@@ -104,7 +167,7 @@ class HydraConfig(PreTrainedConfig):
         self.dt_min = dt_min
         self.dt_max = dt_max
         self.dt_init_floor = dt_init_floor
-        self.dt_limit = tuple(float(v) for v in dt_limit)
+        self.dt_limit = dt_limit
         self.conv_bias = conv_bias
         self.proj_bias = proj_bias
         self.use_position_embeddings = use_position_embeddings
@@ -112,6 +175,8 @@ class HydraConfig(PreTrainedConfig):
         self.is_prenorm = is_prenorm
         self.classifier_pooling = classifier_pooling
         self.ssd_backend = ssd_backend
+        self.unpad_inputs = unpad_inputs
+        self.mixer_recompute = mixer_recompute
         self.tie_word_embeddings = tie_word_embeddings
         super().__init__(pad_token_id=pad_token_id, **kwargs)
         self.validate_hydra()
@@ -129,18 +194,17 @@ class HydraConfig(PreTrainedConfig):
         """The original's name for `classifier_pooling == "mean"`."""
         return self.classifier_pooling == "mean"
 
+    def to_dict(self):
+        """The fields as plain JSON values: `dt_limit`'s infinite upper bound becomes None (`null`)."""
+        output = super().to_dict()
+        output["dt_limit"] = bounds_pair_to_json(self.dt_limit)
+        return output
+
     def validate_hydra(self):
-        """Raise a ValueError naming the first field that is out of range or inconsistent."""
-        for name in ("vocab_size", "hidden_size", "num_hidden_layers", "type_vocab_size", "d_state", "d_conv",
-                     "expand", "headdim", "ngroups", "chunk_size", "max_position_embeddings"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"HydraConfig.{name} must be a positive integer, got {value!r}")
-        if self.d_conv % 2 == 0:
-            raise ValueError(
-                f"HydraConfig.d_conv must be odd (the convolution is centred, padding d_conv//2 on both sides), "
-                f"got {self.d_conv}"
-            )
+        """Check every field by its rule in `FIELD_RULES` (storing the canonical value), then the relations between
+        fields; raise a ValueError naming the first field that is wrong."""
+        for field, rule in FIELD_RULES.items():
+            setattr(self, field, checked(field, rule, getattr(self, field)))
         if self.d_inner % self.headdim != 0:
             raise ValueError(
                 f"HydraConfig.headdim={self.headdim} must divide d_inner = expand * hidden_size = {self.d_inner}"
@@ -150,28 +214,12 @@ class HydraConfig(PreTrainedConfig):
                 f"HydraConfig.ngroups={self.ngroups} must divide the number of heads "
                 f"d_inner / headdim = {self.nheads}"
             )
-        if self.pad_token_id is not None and not 0 <= self.pad_token_id < self.vocab_size:
+        if self.pad_token_id is not None and self.pad_token_id >= self.vocab_size:
             raise ValueError(
                 f"HydraConfig.pad_token_id={self.pad_token_id} must lie in [0, vocab_size={self.vocab_size})"
             )
-        if not 0 < self.dt_min <= self.dt_max:
-            raise ValueError(f"HydraConfig.dt_min={self.dt_min} and dt_max={self.dt_max} need 0 < dt_min <= dt_max")
-        if self.dt_init_floor < 0:
-            raise ValueError(f"HydraConfig.dt_init_floor must be >= 0, got {self.dt_init_floor}")
-        if len(self.dt_limit) != 2 or not 0.0 <= self.dt_limit[0] < self.dt_limit[1] or math.isnan(self.dt_limit[1]):
-            raise ValueError(f"HydraConfig.dt_limit must be (low, high) with 0 <= low < high, got {self.dt_limit}")
-        for name in ("hidden_dropout_prob", "classifier_dropout"):
-            value = getattr(self, name)
-            if value is not None and not 0.0 <= value < 1.0:
-                raise ValueError(f"HydraConfig.{name} must lie in [0, 1), got {value}")
-        if self.layer_norm_eps <= 0:
-            raise ValueError(f"HydraConfig.layer_norm_eps must be > 0, got {self.layer_norm_eps}")
-        if self.classifier_pooling not in CLASSIFIER_POOLING:
-            raise ValueError(
-                f"HydraConfig.classifier_pooling must be one of {CLASSIFIER_POOLING}, got {self.classifier_pooling!r}"
-            )
-        if self.ssd_backend not in SSD_BACKENDS:
-            raise ValueError(f"HydraConfig.ssd_backend must be one of {SSD_BACKENDS}, got {self.ssd_backend!r}")
+        if self.dt_min > self.dt_max:
+            raise ValueError(f"HydraConfig.dt_min={self.dt_min} must be <= dt_max={self.dt_max}")
 
 
 __all__ = ["HydraConfig"]

@@ -4,40 +4,44 @@
         --output_dir out/hydra-bert-base [--push_to_hub org/hydra-bert-base]
 
 The input is a composer checkpoint (`{'state': {'model': {'model.<key>': tensor}}, ...}`) or a plain state dict,
-with or without the `model.` prefix (HYDRA_SPEC.md §4). MLM checkpoints become `HydraForMaskedLM`, classification
+with or without the `model.` prefix. MLM checkpoints become `HydraForMaskedLM`, classification
 checkpoints (pooler + classifier) `HydraForSequenceClassification`. The output folder holds config.json (with a
 complete `auto_map`), model.safetensors, the remote-code files, the bert-base-uncased tokenizer shipped in this
 repository and a README.md model card generated from model_cards/.
 
-This file imports only the standard library and installed packages, so it runs both as a script and as
-`convert.convert_original_checkpoint`.
+--overwrite replaces only a folder that holds a previous conversion, and never in place: the new folder is built
+beside it and swapped in when complete (convert/output_folder.py), so a kill at any point leaves the old or the new
+folder. The file imports this project's packages by their names (configuration_hydra, modeling_hydra, convert,
+model_cards), so it runs as a script and as `convert.convert_original_checkpoint` once the project is installed.
 """
 
 import argparse
 import hashlib
 import json
-import os
 import pickle
 import re
-import runpy
 import shutil
 import sys
-import tempfile
 import zipfile
 from pathlib import Path
 
 import torch
 import yaml
 from safetensors.torch import load_file
+from transformers.dynamic_module_utils import get_relative_import_files
 from transformers.utils import logging as hf_logging
 
 from configuration_hydra import HydraConfig
+from convert.output_folder import recover_interrupted_run, replace_folder
+from model_cards.generate_model_card import read_results, render_model_card
 from modeling_hydra import HydraForMaskedLM, HydraForSequenceClassification
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_TOKENIZER_DIR = REPO_ROOT / "assets" / "tokenizer" / "bert-base-uncased"
-MODEL_CARD_GENERATOR = REPO_ROOT / "model_cards" / "generate_model_card.py"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
+# Files of a converted folder besides the remote code; --overwrite replaces only folders made of these.
+CONVERTED_FILES = ("config.json", "model.safetensors", "model.safetensors.index.json", "README.md", *TOKENIZER_FILES)
+WEIGHT_SHARD = re.compile(r"model-\d{5}-of-\d{5}\.safetensors")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 # Fields of the original config (a BertConfig subclass) that a flag can override: name -> (type, help).
@@ -69,6 +73,10 @@ POSITION_IDS_KEY = "bert.embeddings.position_ids"
 TIED_DECODER_KEY = "cls.predictions.decoder.weight"
 WORD_EMBEDDINGS_KEY = "bert.embeddings.word_embeddings.weight"
 LISTED_KEYS = 12  # keys shown per category in an error message
+# What torch.load(weights_only=True) says when it refuses an object, as opposed to a damaged file (torch 2.4-2.13).
+REFUSED_BY_SAFE_LOADER = re.compile(r"Unsupported global: .*|Trying to load unsupported GLOBAL .*|"
+                                    r"Trying to call reduce for unrecognized function .*|"
+                                    r"Can only (?:create new object|build) .*")
 
 
 class ConversionError(ValueError):
@@ -140,7 +148,13 @@ def read_original_config(path) -> dict:
     """The original model's config fields from a JSON (as the original `save_pretrained` writes; keys starting with
     `_` are dropped) or from the authors' YAML (its `model: model_config:` block)."""
     path = _require_file(path, "Original config")
-    text = path.read_text(encoding="utf-8")
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ConversionError(
+            f"Original config {path} is not a text file (byte {data[error.start]:#04x} at offset {error.start} is "
+            "not UTF-8); expected the original model's config.json or the authors' YAML.") from None
     try:
         data = json.loads(text)
         is_json = True
@@ -246,14 +260,15 @@ def load_checkpoint(path, allow_unsafe_pickle: bool = False):
                           mmap=head.startswith(b"PK\x03\x04"))
     except pickle.UnpicklingError as error:
         message = str(error)
-        if not allow_unsafe_pickle and "Unsupported global" in message:
-            detail = message[message.index("Unsupported global"):].splitlines()[0]
+        refused = REFUSED_BY_SAFE_LOADER.search(message)
+        if not allow_unsafe_pickle and refused:
+            detail = refused[0].split(". ")[0].rstrip(".")
             raise ConversionError(
-                f"Checkpoint {path} contains Python objects other than tensors and plain containers, which the safe "
-                f"loader torch.load(weights_only=True) refuses ({detail.rstrip('.')}). Composer checkpoints store "
-                "such objects (timestamps, RNG states, ...) beside the weights. Unpickling them can run arbitrary "
-                "code: only if you trust the file, rerun with --allow-unsafe-pickle, or save a plain state dict "
-                "with torch.save(model.state_dict(), ...).") from None
+                f"Checkpoint {path} was refused as unsafe: it contains Python objects other than tensors and plain "
+                f"containers, which the safe loader torch.load(weights_only=True) blocks ({detail}). Composer "
+                "checkpoints store such objects (timestamps, RNG states, ...) beside the weights. Unpickling them can "
+                "run arbitrary code: only if you trust the file, rerun with --allow-unsafe-pickle, or save a plain "
+                "state dict with torch.save(model.state_dict(), ...).") from None
         raise ConversionError(f"Cannot read {path} as a PyTorch checkpoint (truncated or corrupted?): "
                               f"{message.splitlines()[0] if message else type(error).__name__}") from None
     except ImportError as error:
@@ -291,6 +306,20 @@ def extract_model_state(checkpoint, path) -> tuple:
         tensors = {k[len("model."):]: v for k, v in tensors.items()}
         layout += " with the 'model.' prefix"
     return dict(tensors), layout, ignored
+
+
+def check_finite(state: dict, path):
+    """ConversionError naming the tensors that hold NaN or infinite values."""
+    bad = []
+    for key, tensor in state.items():
+        if tensor.is_floating_point():
+            count = int((~torch.isfinite(tensor)).sum())
+            if count:
+                bad.append(f"{key} ({count} of {tensor.numel()} values)")
+    if bad:
+        raise ConversionError(f"{path} holds NaN or infinite values in {len(bad)} tensor(s): {_listed(bad)}. A model "
+                              "converted from it would output NaN; convert a checkpoint saved before training "
+                              "diverged.")
 
 
 def detect_task(state: dict, path) -> tuple:
@@ -445,46 +474,54 @@ def build_converted_model(config: HydraConfig, task: str, state: dict, dtype: to
 # ------------------------------------------------------------------------------------------------------ output
 
 
-def check_output_dir(output_dir: Path, overwrite: bool):
-    """Refuse a file, or a non-empty folder unless `overwrite`."""
-    if output_dir.is_file():
-        raise ConversionError(f"--output_dir {output_dir} is a file.")
-    if output_dir.is_dir() and any(output_dir.iterdir()) and not overwrite:
-        raise ConversionError(f"--output_dir {output_dir} is not empty; choose another folder or pass --overwrite.")
+def _remote_code_files(folder: Path, config: dict) -> set:
+    """Names of the remote-code files of a saved folder: the modules of its auto_map and what they import."""
+    names = set()
+    for reference in (config.get("auto_map") or {}).values():
+        if not isinstance(reference, str):
+            continue
+        module_file = folder / f"{reference.split('--')[-1].split('.')[0]}.py"
+        if module_file.is_file():
+            try:
+                names |= {module_file.name, *(Path(f).name for f in get_relative_import_files(module_file))}
+            except (OSError, ValueError):
+                continue
+    return names
 
 
-def write_atomically(output_dir: Path, fill):
-    """Call `fill(folder)` on a temporary folder next to `output_dir`, then rename it to `output_dir`.
-
-    On any failure nothing is left behind: no temporary folder, no parent folder created here, and a folder being
-    overwritten is restored.
-    """
-    created = [p for p in reversed(output_dir.parents) if not p.exists()]
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.converting-", dir=output_dir.parent))
-    backup = None
+def foreign_entries(folder: Path) -> list:
+    """Names of the entries of `folder` that a conversion does not write; all of them without a Hydra config.json."""
+    entries = sorted(folder.iterdir())
     try:
-        umask = os.umask(0)
-        os.umask(umask)
-        fill(tmp)
-        # mkdtemp makes a private folder and some writers private files: give the result the usual permissions
-        os.chmod(tmp, 0o777 & ~umask)
-        for file in tmp.iterdir():
-            os.chmod(file, 0o666 & ~umask)
-        if output_dir.is_dir():
-            backup = tmp.with_name(tmp.name + ".old")
-            output_dir.rename(backup)
-        tmp.rename(output_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if backup is not None and backup.exists() and not output_dir.exists():
-            backup.rename(output_dir)
-        for folder in reversed(created):
-            if folder.is_dir() and not any(folder.iterdir()):
-                folder.rmdir()
-        raise
-    if backup is not None:
-        shutil.rmtree(backup)
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        config = None
+    if not isinstance(config, dict) or config.get("model_type") != "hydra":
+        return [p.name for p in entries]
+    known = {*CONVERTED_FILES, *_remote_code_files(folder, config)}
+    return [p.name for p in entries
+            if p.is_symlink() or not p.is_file() or not (p.name in known or WEIGHT_SHARD.fullmatch(p.name))]
+
+
+def check_output_dir(output_dir: Path, overwrite: bool, inputs: dict):
+    """Refuse a file; a folder holding an input (`inputs`: flag -> resolved path or None) or anything that is not a
+    previous conversion; a previous conversion unless `overwrite`."""
+    if output_dir.exists() and not output_dir.is_dir():
+        raise ConversionError(f"--output_dir {output_dir} is a file.")
+    if not output_dir.is_dir() or not any(output_dir.iterdir()):
+        return
+    for flag, path in inputs.items():
+        if path is not None and (path == output_dir or output_dir in path.parents):
+            raise ConversionError(f"{flag} {path} lies inside --output_dir {output_dir}, which the conversion would "
+                                  "replace; write the conversion to another folder.")
+    foreign = foreign_entries(output_dir)
+    if foreign:
+        note = " (--overwrite replaces only a folder written by this converter)" if overwrite else ""
+        raise ConversionError(f"--output_dir {output_dir} is not empty and is not a previous conversion: it holds "
+                              f"{_listed(foreign)}. Choose another folder{note}.")
+    if not overwrite:
+        raise ConversionError(f"--output_dir {output_dir} holds a previous conversion; pass --overwrite to replace it, "
+                              "or choose another folder.")
 
 
 def sha256_of(path: Path) -> str:
@@ -495,21 +532,16 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def load_model_card_generator() -> dict:
-    """The functions of model_cards/generate_model_card.py, loaded from its path (a standalone script)."""
-    return runpy.run_path(str(MODEL_CARD_GENERATOR))
-
-
 def write_model_folder(folder: Path, model, tokenizer_dir: Path, card_fields: dict):
     """save_pretrained (config, weights, remote code), the tokenizer files and the README.md model card."""
     model.save_pretrained(folder)
     saved = load_file(folder / "model.safetensors")
-    for key, tensor in model.state_dict().items():  # self-check of what was written
+    for key, tensor in model.state_dict().items():  # self-check of what was written (the weights are finite)
         assert key in saved or key in (model._tied_weights_keys or {}), key
         assert key not in saved or torch.equal(saved[key], tensor), key
     for name in TOKENIZER_FILES:
         shutil.copyfile(tokenizer_dir / name, folder / name)
-    card = load_model_card_generator()["render_model_card"](folder, **card_fields)
+    card = render_model_card(folder, **card_fields)
     (folder / "README.md").write_text(card, encoding="utf-8")
 
 
@@ -520,17 +552,26 @@ def convert_original_checkpoint(checkpoint, output_dir, *, original_config=None,
     """Convert `checkpoint` into the folder `output_dir`; returns lines describing what was done.
 
     overrides: original config fields given on the command line (name -> value), they win over `original_config`.
-    Raises ConversionError for any problem with the inputs, before anything is written.
+    Raises ConversionError for any problem with the inputs, before anything is written. Before that, what a killed
+    earlier run left next to `output_dir` is cleaned up (and a folder it was replacing restored), with a warning.
     """
-    output_dir = Path(output_dir).absolute()
-    check_output_dir(output_dir, overwrite)
+    default_model_id = f"org/{Path(output_dir).absolute().name}"
+    output_dir = Path(output_dir).resolve()  # a symlinked output path: replace the folder it points to
+    try:
+        recover_interrupted_run(output_dir)
+    except OSError as error:
+        raise ConversionError(f"Cannot clean up after an interrupted earlier run: {error}") from None
+    inputs = {"--checkpoint": checkpoint, "--original_config": original_config, "--tokenizer_dir": tokenizer_dir,
+              "--results": results}
+    check_output_dir(output_dir, overwrite, {flag: None if path is None else Path(path).resolve()
+                                             for flag, path in inputs.items()})
     tokenizer_dir = Path(tokenizer_dir)
     missing_tokenizer_files = [n for n in TOKENIZER_FILES if not (tokenizer_dir / n).is_file()]
     if missing_tokenizer_files:
         raise ConversionError(f"--tokenizer_dir {tokenizer_dir} lacks {', '.join(missing_tokenizer_files)}.")
     if results is not None:
         try:
-            results = load_model_card_generator()["read_results"](_require_file(results, "Results file"))
+            results = read_results(_require_file(results, "Results file"))
         except (ValueError, OSError) as error:
             raise ConversionError(f"Invalid --results file: {error}") from None
 
@@ -543,19 +584,24 @@ def convert_original_checkpoint(checkpoint, output_dir, *, original_config=None,
     loaded = load_checkpoint(checkpoint, allow_unsafe_pickle)
     state, layout, ignored_entries = extract_model_state(loaded, checkpoint)
     del loaded
+    check_finite(state, checkpoint)
     task, num_labels = detect_task(state, checkpoint)
     config = build_hydra_config(fields, num_labels)
     check_config_against_shapes(config, fields, state)
     model = build_converted_model(config, task, state, DTYPES[dtype])
+    overflowed = [name for name, tensor in model.state_dict().items() if not torch.isfinite(tensor).all()]
+    if overflowed:
+        raise ConversionError(f"--dtype {dtype} cannot hold the checkpoint's values: {_listed(overflowed)} overflow "
+                              "to infinity; use float32 or bfloat16.")
 
     card_fields = dict(
-        model_id=model_id or f"org/{output_dir.name}",
+        model_id=model_id or default_model_id,
         results=results,
         license=license,
         source=f"`{checkpoint.name}` (sha256 `{sha256_of(checkpoint)}`)",
     )
     try:
-        write_atomically(output_dir, lambda folder: write_model_folder(folder, model, tokenizer_dir, card_fields))
+        replace_folder(output_dir, lambda folder: write_model_folder(folder, model, tokenizer_dir, card_fields))
     except OSError as error:
         raise ConversionError(f"Cannot write {output_dir}: {error}") from None
 
@@ -567,6 +613,45 @@ def convert_original_checkpoint(checkpoint, output_dir, *, original_config=None,
     if ignored_fields:
         lines.append(f"Ignored original config fields (no effect on a Hydra model): {', '.join(ignored_fields)}")
     return lines
+
+
+def hub_login_problem(token) -> str:
+    """Why an upload cannot start (offline mode, no token), as a sentence with what to do; "" if it can."""
+    from huggingface_hub import constants, get_token
+
+    if constants.HF_HUB_OFFLINE:
+        return ("the Hugging Face Hub is in offline mode (HF_HUB_OFFLINE is set): unset it to upload, or drop "
+                "--push_to_hub and upload the folder later with `hf upload`")
+    if token is None and get_token() is None:
+        return ("you are not logged in to the Hugging Face Hub: run `hf auth login`, set HF_TOKEN or pass --token "
+                "(a token with write access), or drop --push_to_hub and upload the folder later with `hf upload`")
+    return ""
+
+
+def _is_network_error(error: BaseException) -> bool:
+    """A failure to reach a server, whichever HTTP client raised it (httpx's TransportError, requests' or the
+    built-in ConnectionError, timeouts), also when wrapped by huggingface_hub."""
+    while error is not None:
+        names = {cls.__name__ for cls in type(error).__mro__}
+        if isinstance(error, (ConnectionError, TimeoutError)) or names & {"TransportError", "ConnectionError"}:
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def describe_upload_error(error: Exception, repo_id: str, folder) -> str:
+    """One line: why the upload failed, what to do, and that the converted folder is complete."""
+    status = getattr(getattr(error, "response", None), "status_code", None)
+    if _is_network_error(error):
+        reason = (f"cannot reach the Hugging Face Hub (offline or no network? {type(error).__name__}: "
+                  f"{str(error).splitlines()[0] if str(error) else ''})")
+    elif status in (401, 403):
+        reason = (f"the Hub refused the token (HTTP {status}): not logged in, or the token cannot write to {repo_id}; "
+                  "run `hf auth login` with a write token or pass --token")
+    else:
+        reason = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+    return (f"upload to {repo_id} failed: {reason}. The converted folder is complete at {folder}; upload it later "
+            f"with `hf upload {repo_id} {folder}`.")
 
 
 def push_folder_to_hub(folder, repo_id: str, private: bool = False, token=None) -> str:
@@ -640,6 +725,11 @@ def main(argv=None) -> int:
     if (args.private or args.token) and not args.push_to_hub:
         parser.error("--private and --token only apply with --push_to_hub")
     hf_logging.disable_progress_bar()
+    if args.push_to_hub:
+        problem = hub_login_problem(args.token)
+        if problem:
+            print(f"error: cannot push to {args.push_to_hub}: {problem}. Nothing was converted.", file=sys.stderr)
+            return 1
     overrides = {name: getattr(args, name) for name in CONFIG_FLAGS if getattr(args, name) is not None}
     try:
         lines = convert_original_checkpoint(
@@ -655,8 +745,7 @@ def main(argv=None) -> int:
         try:
             url = push_folder_to_hub(args.output_dir, args.push_to_hub, private=args.private, token=args.token)
         except Exception as error:  # network, authentication, permissions: report, keep the converted folder
-            print(f"error: upload to {args.push_to_hub} failed ({type(error).__name__}: {error}); the converted "
-                  f"folder is complete at {args.output_dir}", file=sys.stderr)
+            print(f"error: {describe_upload_error(error, args.push_to_hub, args.output_dir)}", file=sys.stderr)
             return 1
         print(f"Uploaded to {url}")
     return 0

@@ -7,11 +7,14 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from .depthwise_conv import depthwise_conv1d
+from .mixer_policy import recompute_mixer, ssd_chunk_length, ssd_compute_dtype
 from .ssd_backends import resolve_ssd_backend
 
 
 class HydraRMSNormGated(nn.Module):
-    """RMSNorm that normalizes first and gates second: `y / rms(y) * weight * silu(z)` (spec §1 step 7).
+    """RMSNorm that normalizes first and gates second: `y / rms(y) * weight * silu(z)`, eps 1e-5,
+    over all d_inner channels.
 
     Not transformers' `MambaRMSNormGated`, which gates before normalizing.
     """
@@ -23,18 +26,27 @@ class HydraRMSNormGated(nn.Module):
 
     def forward(self, hidden_states: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
         dtype = hidden_states.dtype
-        hidden_states = hidden_states.float() if dtype != torch.float64 else hidden_states
-        variance = hidden_states.pow(2).mean(-1, keepdim=True)
-        hidden_states = hidden_states * torch.rsqrt(variance + self.eps)
-        hidden_states = hidden_states * self.weight.to(hidden_states.dtype) * F.silu(gate.to(hidden_states.dtype))
-        return hidden_states.to(dtype)
+        compute = ssd_compute_dtype(dtype)
+        normed = F.rms_norm(hidden_states.to(compute), (hidden_states.shape[-1],), self.weight.to(compute), self.eps)
+        return (normed * F.silu(gate.to(compute))).to(dtype)
 
 
 class HydraMixer(nn.Module):
-    """Hydra: a bidirectional Mamba-2 mixer whose sequence mixing is a quasiseparable matrix (spec §1).
+    """Hydra: a bidirectional Mamba-2 mixer whose sequence mixing is a quasiseparable matrix.
 
-    Padding-invariant: with an `attention_mask`, the convolution input and the SSD inputs `x` and `dt` are zeroed at
-    padded positions, so real tokens see exactly what they would see without padding.
+    For a sequence u (L, d), with d_in = expand * d, H = d_in / headdim heads and G groups of d_state:
+    1. [z | xBC | dt] = in_proj(u), widths d_in | d_in + 4 G d_state | 2 H; xBC = [x | B_f | C_f | B_b | C_b].
+    2. xBC = SiLU(depthwise_conv(xBC)): kernel d_conv, non-causal (zero padding d_conv // 2 on both sides), bias.
+    3. dt_f, dt_b = softplus(dt + dt_bias) (one dt_bias for both directions), A = -exp(A_log).
+    4.-6. y = M x per head with the quasiseparable M of `ssd_torch.py`: a forward scan that reads C_f[t-1], a
+       backward scan that reads C_b[t+1], and the diagonal fc_D(x)[t] + D.
+    7. Gated RMSNorm, normalize then gate: y / rms(y) * weight * SiLU(z).
+    8. out = out_proj(y).
+
+    Padding-invariant: with an `attention_mask`, the convolution input and the SSD inputs `x` and `dt` are set to zero
+    at padded positions (selected with `torch.where`, so non-finite values there cannot leak), so real tokens see
+    exactly what they would see without padding. With `seq_idx` (padding-free and packed rows), the convolution and
+    both scans stop at sequence boundaries, so each sequence gets its stand-alone output.
     """
 
     def __init__(self, config, layer_idx: int = 0):
@@ -76,49 +88,56 @@ class HydraMixer(nn.Module):
             dt = dt.clamp(min=cfg.dt_init_floor)
             self.dt_bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # softplus^-1(dt)
 
-    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """hidden_states: (batch, seqlen, hidden_size); attention_mask: (batch, seqlen) bool, True for real tokens.
+    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                seq_idx: torch.Tensor | None = None) -> torch.Tensor:
+        """hidden_states: (batch, seqlen, hidden_size); attention_mask: None or (batch, seqlen) bool, True at real
+        tokens; seq_idx: None or (batch, seqlen) int, non-decreasing sequence ids of padding-free rows.
 
-        In training, everything between the two projections is recomputed in the backward pass instead of being
-        stored: the in_proj output is the only activation this mixer keeps besides the out_proj input.
+        In training, `mixer_policy.recompute_mixer` decides whether everything between the two projections is
+        recomputed in the backward pass instead of being stored.
         """
         zxbcdt = self.in_proj(hidden_states)  # (batch, seqlen, d_inner + conv_dim + 2 * nheads)
-        if torch.is_grad_enabled() and zxbcdt.requires_grad:
-            y = checkpoint(self._mix, zxbcdt, attention_mask, use_reentrant=False)
+        if (torch.is_grad_enabled() and zxbcdt.requires_grad
+                and recompute_mixer(self.config.mixer_recompute, zxbcdt.shape[0] * zxbcdt.shape[1],
+                                    self.d_inner)):
+            y = checkpoint(self._mix, zxbcdt, attention_mask, seq_idx, use_reentrant=False)
         else:
-            y = self._mix(zxbcdt, attention_mask)
+            y = self._mix(zxbcdt, attention_mask, seq_idx)
         return self.out_proj(y)
 
-    def _mix(self, zxbcdt: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+    def _mix(self, zxbcdt, attention_mask, seq_idx) -> torch.Tensor:
         """Convolution, bidirectional SSD and gated norm: (batch, seqlen, in_proj width) -> (batch, seqlen, d_inner)."""
         batch, seqlen, _ = zxbcdt.shape
         H, P, G, N = self.nheads, self.headdim, self.ngroups, self.d_state
+        backend, ssd = resolve_ssd_backend(self.config.ssd_backend, zxbcdt.device)
+        if seq_idx is not None and not backend.honours_boundaries:
+            raise ValueError(
+                f"ssd_backend={backend.name!r} cannot keep packed sequences apart (padding-free or packed rows); use "
+                "ssd_backend='torch', or padded batches with an attention_mask and config.unpad_inputs=False."
+            )
         z, xBC, dt = torch.split(zxbcdt, [self.d_inner, self.conv_dim, 2 * H], dim=-1)
 
-        mask = None
-        if attention_mask is not None:
-            mask = attention_mask.to(xBC.dtype).unsqueeze(-1)  # (batch, seqlen, 1)
-            xBC = xBC * mask
-        xBC = F.silu(self.conv1d(xBC.transpose(1, 2)).transpose(1, 2))  # (batch, seqlen, conv_dim)
+        keep = attention_mask.unsqueeze(-1) if attention_mask is not None else None  # (batch, seqlen, 1) bool
+        if keep is not None:
+            xBC = torch.where(keep, xBC, 0.0)
+        xBC = F.silu(depthwise_conv1d(xBC, self.conv1d.weight[:, 0], self.conv1d.bias, seq_idx))  # (b, L, conv_dim)
         x, B_f, C_f, B_b, C_b = torch.split(xBC, [self.d_inner, G * N, G * N, G * N, G * N], dim=-1)
 
         dt = F.softplus(dt + self.dt_bias.repeat(2))  # (batch, seqlen, 2 * nheads): [dt_f | dt_b]
         if self.dt_limit != (0.0, float("inf")):
             dt = dt.clamp(*self.dt_limit)
-        if mask is not None:
-            x = x * mask
-            dt = dt * mask
+        if keep is not None:
+            x = torch.where(keep, x, 0.0)
+            dt = torch.where(keep, dt, 0.0)
         dt_f, dt_b = dt.chunk(2, dim=-1)  # (batch, seqlen, nheads) each
 
-        compute_dtype = torch.float64 if zxbcdt.dtype == torch.float64 else torch.float32
-        A = -torch.exp(self.A_log.to(compute_dtype))  # (nheads,)
+        A = -torch.exp(self.A_log.to(ssd_compute_dtype(zxbcdt.dtype)))  # (nheads,)
         diag = self.fc_D(x) + self.D  # (batch, seqlen, nheads)
-
-        ssd = resolve_ssd_backend(self.config.ssd_backend, zxbcdt.device)
+        chunk = ssd_chunk_length(backend.name, self.chunk_size, seqlen)
         y = ssd(
             x.reshape(batch, seqlen, H, P), dt_f, dt_b, A,
             B_f.reshape(batch, seqlen, G, N), C_f.reshape(batch, seqlen, G, N),
             B_b.reshape(batch, seqlen, G, N), C_b.reshape(batch, seqlen, G, N),
-            diag, self.chunk_size,
+            diag, chunk, seq_idx=seq_idx,
         )  # (batch, seqlen, nheads, headdim)
         return self.norm(y.reshape(batch, seqlen, self.d_inner), z)

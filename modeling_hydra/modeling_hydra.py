@@ -7,6 +7,7 @@ from torch import nn
 from torch.nn import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss
 from transformers import PreTrainedModel
 from transformers.activations import ACT2FN
+from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import (
     BaseModelOutputWithPooling,
     MaskedLMOutput,
@@ -20,7 +21,10 @@ from transformers.utils import logging
 from configuration_hydra.configuration_hydra import HydraConfig
 
 from .hydra_mixer import HydraMixer, HydraRMSNormGated
-from .remote_code import AUTO_MAP, write_remote_code
+from .mixer_policy import is_tracing
+from .sequence_layout import global_sequence_ids, packed_sequence_ids, positions_in_sequence, unpad
+from .ssd_backends import resolve_ssd_backend, validate_backend_name
+from .remote_code import write_remote_code
 
 logger = logging.get_logger(__name__)
 
@@ -46,7 +50,7 @@ class HydraEmbeddings(nn.Module):
         return self.dropout(self.LayerNorm(embeddings))
 
 
-class HydraLayer(nn.Module):
+class HydraLayer(GradientCheckpointingLayer):
     """One Hydra block, no MLP: post-norm `LN(h + Hydra(h))` or pre-norm `h + Hydra(LN(h))`."""
 
     def __init__(self, config: HydraConfig, layer_idx: int):
@@ -55,10 +59,11 @@ class HydraLayer(nn.Module):
         self.norm = nn.LayerNorm(config.hidden_size, eps=1e-5)
         self.is_prenorm = config.is_prenorm
 
-    def forward(self, hidden_states, attention_mask=None):
+    def forward(self, hidden_states, attention_mask=None, seq_idx=None):
+        """hidden_states: (batch, seqlen, hidden); attention_mask, seq_idx: see HydraMixer."""
         if self.is_prenorm:
-            return hidden_states + self.mixer(self.norm(hidden_states), attention_mask)
-        return self.norm(hidden_states + self.mixer(hidden_states, attention_mask))
+            return hidden_states + self.mixer(self.norm(hidden_states), attention_mask, seq_idx)
+        return self.norm(hidden_states + self.mixer(hidden_states, attention_mask, seq_idx))
 
 
 class HydraEncoder(nn.Module):
@@ -69,15 +74,11 @@ class HydraEncoder(nn.Module):
         self.layer = nn.ModuleList([HydraLayer(config, i) for i in range(config.num_hidden_layers)])
         if config.is_prenorm:
             self.norm_f = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.gradient_checkpointing = False
 
-    def forward(self, hidden_states, attention_mask=None, output_hidden_states=False):
+    def forward(self, hidden_states, attention_mask=None, seq_idx=None, output_hidden_states=False):
         all_hidden_states = (hidden_states,) if output_hidden_states else None
         for i, layer in enumerate(self.layer):
-            if self.gradient_checkpointing and self.training:
-                hidden_states = self._gradient_checkpointing_func(layer.__call__, hidden_states, attention_mask)
-            else:
-                hidden_states = layer(hidden_states, attention_mask)
+            hidden_states = layer(hidden_states, attention_mask=attention_mask, seq_idx=seq_idx)
             if i == len(self.layer) - 1 and hasattr(self, "norm_f"):
                 hidden_states = self.norm_f(hidden_states)
             if output_hidden_states:
@@ -86,7 +87,10 @@ class HydraEncoder(nn.Module):
 
 
 class HydraPooler(nn.Module):
-    """tanh(dense(h at the first real token)), or of the masked mean of h when `classifier_pooling == "mean"`."""
+    """tanh(dense(h at the first real token)), or of the masked mean of h when `classifier_pooling == "mean"`.
+
+    For packed rows (`seq_ids`), one pooled vector per sequence: (num_sequences, hidden).
+    """
 
     def __init__(self, config: HydraConfig):
         super().__init__()
@@ -94,13 +98,21 @@ class HydraPooler(nn.Module):
         self.activation = nn.Tanh()
         self.mean_pooling = config.classifier_pooling == "mean"
 
-    def forward(self, hidden_states, attention_mask=None):
-        if self.mean_pooling:
+    def forward(self, hidden_states, attention_mask=None, seq_ids=None):
+        if seq_ids is not None:
+            ids, starts, count = global_sequence_ids(seq_ids)  # (batch * seqlen,), (count,), int
+            flat = hidden_states.flatten(0, 1)  # (batch * seqlen, hidden)
+            if self.mean_pooling:
+                sums = flat.new_zeros(count, flat.shape[-1]).index_add(0, ids, flat)
+                pooled = sums / torch.bincount(ids, minlength=count).unsqueeze(-1).to(flat.dtype)
+            else:
+                pooled = flat[starts]
+        elif self.mean_pooling:
             if attention_mask is None:
                 pooled = hidden_states.mean(dim=1)
             else:
-                mask = attention_mask.to(hidden_states.dtype).unsqueeze(-1)  # (batch, seqlen, 1)
-                pooled = (hidden_states * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+                mask = attention_mask.unsqueeze(-1)  # (batch, seqlen, 1) bool
+                pooled = torch.where(mask, hidden_states, 0.0).sum(dim=1) / mask.sum(dim=1).clamp(min=1)
         elif attention_mask is None:
             pooled = hidden_states[:, 0]
         else:  # the first real token, so that left padding does not move the pooled position
@@ -120,6 +132,7 @@ class HydraPreTrainedModel(PreTrainedModel):
     def __init__(self, config, *inputs, **kwargs):
         super().__init__(config, *inputs, **kwargs)
         config.validate_hydra()  # `from_pretrained(..., field=value)` overrides bypass the config's own checks
+        validate_backend_name(config.ssd_backend)
 
     def _init_weights(self, module):
         std = self.config.initializer_range
@@ -144,6 +157,25 @@ class HydraPreTrainedModel(PreTrainedModel):
         elif isinstance(module, HydraMixer):
             module.reset_ssm_parameters()
 
+    def _encode(self, input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds, output_attentions,
+                output_hidden_states, boundaries: dict, one_sequence_per_row: bool = False):
+        """The base model's outputs (as a dataclass) for a task head. `boundaries`: the packed-sequence kwargs the
+        head received; `one_sequence_per_row`: the head scores whole sequences, so packed rows are refused."""
+        if one_sequence_per_row:
+            reference = input_ids if input_ids is not None else inputs_embeds
+            batch, seqlen = (reference.shape[0], reference.shape[1]) if reference is not None else (0, 0)
+            packed = packed_sequence_ids(batch, seqlen, attention_mask, position_ids, boundaries.get("seq_idx"),
+                                         boundaries.get("cu_seq_lens_q"), boundaries.get("cu_seq_lens_k"),
+                                         is_tracing()) if reference is not None else None
+            if packed is not None and (is_tracing() or global_sequence_ids(packed)[2] != batch):
+                raise ValueError(f"{type(self).__name__} scores one sequence per row, but got packed rows holding "
+                                 "several sequences (seq_idx, cu_seq_lens_* or restarting position_ids): give it a "
+                                 "padded batch with an attention_mask (e.g. DataCollatorWithPadding) instead.")
+        return self.hydra(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+                          position_ids=position_ids, inputs_embeds=inputs_embeds,
+                          output_attentions=output_attentions, output_hidden_states=output_hidden_states,
+                          return_dict=True, **boundaries)
+
     def save_pretrained(self, save_directory, *args, **kwargs):
         """Save weights and config, plus the model's source files and a full `auto_map` for remote-code loading."""
         self.config.auto_map = dict(AUTO_MAP)
@@ -152,40 +184,51 @@ class HydraPreTrainedModel(PreTrainedModel):
             write_remote_code(str(save_directory), __file__)
 
 
-def _validate_inputs(config, embeddings, input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds):
-    """Raise ValueError for malformed inputs; returns (batch, seqlen)."""
+def _validate_inputs(config, embeddings, input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
+                     tracing):
+    """Raise ValueError for malformed inputs; returns (batch, seqlen).
+
+    Shapes and dtypes are always checked (under torch.export they become guards on the symbolic shapes). Checks of
+    the values (id ranges) read the data on the host, so they run in eager mode only.
+    """
     if (input_ids is None) == (inputs_embeds is None):
         raise ValueError("Specify exactly one of input_ids and inputs_embeds (got "
                          f"{'both' if input_ids is not None else 'neither'}).")
     if input_ids is not None:
         if input_ids.dim() != 2:
             raise ValueError(f"input_ids must be 2-D (batch, seqlen), got shape {tuple(input_ids.shape)}")
-        if input_ids.dtype.is_floating_point or input_ids.dtype == torch.bool:
+        if input_ids.dtype.is_floating_point or input_ids.dtype.is_complex or input_ids.dtype == torch.bool:
             raise ValueError(f"input_ids must hold integer token ids, got dtype {input_ids.dtype}")
         shape = tuple(input_ids.shape)
     else:
         if inputs_embeds.dim() != 3 or inputs_embeds.shape[-1] != config.hidden_size:
             raise ValueError(f"inputs_embeds must be (batch, seqlen, hidden_size={config.hidden_size}), got "
                              f"shape {tuple(inputs_embeds.shape)}")
+        weight_dtype = embeddings.word_embeddings.weight.dtype
+        if inputs_embeds.dtype != weight_dtype and not torch.is_autocast_enabled(inputs_embeds.device.type):
+            raise ValueError(f"inputs_embeds has dtype {inputs_embeds.dtype} but the model's weights are "
+                             f"{weight_dtype}: cast one to the other (e.g. inputs_embeds.to({weight_dtype})).")
         shape = tuple(inputs_embeds.shape[:2])
     if shape[1] == 0:
         raise ValueError("The sequence length is 0: Hydra needs at least one token per row.")
-    if input_ids is not None and input_ids.numel():
+    for name, tensor in (("attention_mask", attention_mask), ("token_type_ids", token_type_ids),
+                         ("position_ids", position_ids)):
+        if tensor is not None and tuple(tensor.shape) != shape:
+            raise ValueError(f"{name} must have the shape of input_ids {shape}, got {tuple(tensor.shape)}")
+    if tracing or shape[0] == 0:
+        return shape
+    if input_ids is not None:
         vocab = embeddings.word_embeddings.num_embeddings
         low, high = int(input_ids.min()), int(input_ids.max())
         if low < 0 or high >= vocab:
             raise ValueError(f"input_ids must lie in [0, {vocab - 1}] (vocab_size={vocab}); found ids from {low} "
                              f"to {high}.")
-    for name, tensor in (("attention_mask", attention_mask), ("token_type_ids", token_type_ids),
-                         ("position_ids", position_ids)):
-        if tensor is not None and tuple(tensor.shape) != shape:
-            raise ValueError(f"{name} must have the shape of input_ids {shape}, got {tuple(tensor.shape)}")
-    if token_type_ids is not None and token_type_ids.numel():
+    if token_type_ids is not None:
         n_types = embeddings.token_type_embeddings.num_embeddings
         if int(token_type_ids.min()) < 0 or int(token_type_ids.max()) >= n_types:
             raise ValueError(f"token_type_ids must lie in [0, {n_types - 1}] (type_vocab_size={n_types}); found "
                              f"{int(token_type_ids.min())}..{int(token_type_ids.max())}.")
-    if position_ids is not None and config.use_position_embeddings and position_ids.numel():
+    if position_ids is not None and config.use_position_embeddings:
         if int(position_ids.min()) < 0 or int(position_ids.max()) >= config.max_position_embeddings:
             raise ValueError(f"position_ids must lie in [0, {config.max_position_embeddings - 1}] "
                              f"(max_position_embeddings={config.max_position_embeddings}).")
@@ -193,7 +236,11 @@ def _validate_inputs(config, embeddings, input_ids, attention_mask, token_type_i
 
 
 class HydraModel(HydraPreTrainedModel):
-    """The bare Hydra encoder: embeddings, `num_hidden_layers` Hydra layers and an optional pooler."""
+    """The bare Hydra encoder: embeddings, `num_hidden_layers` Hydra layers and an optional pooler.
+
+    Padded batches run padding-free in eager mode (`config.unpad_inputs`), and packed rows (e.g. from
+    `DataCollatorWithFlattening`) give every sequence its stand-alone result: see `sequence_layout.py`.
+    """
 
     def __init__(self, config: HydraConfig, add_pooling_layer: bool = True):
         super().__init__(config)
@@ -218,14 +265,25 @@ class HydraModel(HydraPreTrainedModel):
         output_attentions=None,
         output_hidden_states=None,
         return_dict=None,
+        seq_idx=None,
+        cu_seq_lens_q=None,
+        cu_seq_lens_k=None,
+        max_length_q=None,
+        max_length_k=None,
+        **kwargs,
     ):
         r"""
         input_ids / inputs_embeds: (batch, seqlen) token ids or (batch, seqlen, hidden_size) vectors (exactly one).
         attention_mask: (batch, seqlen), 1 for real tokens and 0 for padding. Outputs at real tokens do not depend
-            on the amount or side of padding.
+            on the amount or side of padding; with `config.unpad_inputs` (eager mode) the padded positions are not
+            computed at all and their outputs are zeros.
         token_type_ids: (batch, seqlen) segment ids; zeros when None.
-        position_ids: (batch, seqlen); only used with `config.use_position_embeddings`, where it defaults to the
-            index of each token among the real tokens of its row.
+        position_ids: (batch, seqlen); used by `config.use_position_embeddings` (default: the index of each token
+            in its sequence) and, in a batch of one unpadded row, as sequence boundaries where they restart.
+        seq_idx: (batch, seqlen) int, non-decreasing: the sequence of each token of packed rows.
+        cu_seq_lens_q / cu_seq_lens_k: (num_sequences + 1,) cumulative sequence lengths over the flattened batch,
+            as `DataCollatorWithFlattening(return_flash_attn_kwargs=True)` emits them; `max_length_q/k` are
+            accepted and not needed. With packed rows `pooler_output` is (num_sequences, hidden_size).
         output_attentions: Hydra has no attention maps; True raises a ValueError.
         """
         if output_attentions:
@@ -234,30 +292,50 @@ class HydraModel(HydraPreTrainedModel):
         output_hidden_states = (output_hidden_states if output_hidden_states is not None
                                 else self.config.output_hidden_states)
         return_dict = return_dict if return_dict is not None else self.config.return_dict
+        tracing = is_tracing()
         batch, seqlen = _validate_inputs(self.config, self.embeddings, input_ids, attention_mask, token_type_ids,
-                                         position_ids, inputs_embeds)
+                                         position_ids, inputs_embeds, tracing)
         device = input_ids.device if input_ids is not None else inputs_embeds.device
+        if input_ids is not None and input_ids.dtype != torch.long:
+            input_ids = input_ids.long()  # nn.Embedding takes int64 (and int32) ids only
+        seq_ids = packed_sequence_ids(batch, seqlen, attention_mask, position_ids, seq_idx, cu_seq_lens_q,
+                                      cu_seq_lens_k, tracing)
 
         mask = None
-        if attention_mask is not None:
+        if attention_mask is not None and seq_ids is None:
             mask = attention_mask.to(device) != 0  # (batch, seqlen) bool
-            if bool(mask.all()):
-                mask = None  # nothing to mask: skip the masking work
+            if not tracing and bool(mask.all()):
+                mask = None  # nothing to mask: skip the masking work (eager only: a traced graph keeps the mask)
         if token_type_ids is None:
             token_type_ids = torch.zeros((batch, seqlen), dtype=torch.long, device=device)
-        if self.config.use_position_embeddings:
-            if position_ids is None:
+        if not self.config.use_position_embeddings:
+            position_ids = None
+        elif position_ids is None:
+            if seq_ids is not None:
+                position_ids = positions_in_sequence(seq_ids)
+            else:
                 base = mask if mask is not None else torch.ones((batch, seqlen), dtype=torch.bool, device=device)
                 position_ids = (base.long().cumsum(-1) - 1).clamp(min=0)
-                if int(position_ids.max()) >= self.config.max_position_embeddings:
-                    raise ValueError(f"Sequence of {int(position_ids.max()) + 1} tokens is longer than "
-                                     f"max_position_embeddings={self.config.max_position_embeddings}.")
-        else:
-            position_ids = None
+            if not tracing and int(position_ids.max()) >= self.config.max_position_embeddings:
+                raise ValueError(f"Sequence of {int(position_ids.max()) + 1} tokens is longer than "
+                                 f"max_position_embeddings={self.config.max_position_embeddings}.")
 
-        hidden_states = self.embeddings(input_ids, token_type_ids, position_ids, inputs_embeds)
-        hidden_states, all_hidden_states = self.encoder(hidden_states, mask, output_hidden_states)
-        pooled = self.pooler(hidden_states, mask) if self.pooler is not None else None
+        padding_free = (mask is not None and self.config.unpad_inputs and not tracing
+                        and resolve_ssd_backend(self.config.ssd_backend, device)[0].honours_boundaries)
+        layout = unpad(mask) if padding_free else None
+        if layout is not None:  # padding-free: the real tokens of all rows as one row
+            hidden_states = self.embeddings(layout.gather(input_ids), layout.gather(token_type_ids),
+                                            layout.gather(position_ids), layout.gather(inputs_embeds))
+            hidden_states, all_hidden_states = self.encoder(hidden_states, seq_idx=layout.seq_idx,
+                                                            output_hidden_states=output_hidden_states)
+            hidden_states = layout.scatter(hidden_states)
+            if all_hidden_states is not None:
+                all_hidden_states = tuple(layout.scatter(h) for h in all_hidden_states)
+        else:
+            hidden_states = self.embeddings(input_ids, token_type_ids, position_ids, inputs_embeds)
+            hidden_states, all_hidden_states = self.encoder(hidden_states, attention_mask=mask, seq_idx=seq_ids,
+                                                            output_hidden_states=output_hidden_states)
+        pooled = self.pooler(hidden_states, mask, seq_ids) if self.pooler is not None else None
 
         if not return_dict:
             return tuple(v for v in (hidden_states, pooled, all_hidden_states) if v is not None)
@@ -329,13 +407,11 @@ class HydraForMaskedLM(HydraPreTrainedModel):
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
                 inputs_embeds=None, labels=None, output_attentions=None, output_hidden_states=None,
-                return_dict=None):
+                return_dict=None, **kwargs):
         r"""labels: (batch, seqlen) token ids to predict; -100 where no prediction is scored."""
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        outputs = self.hydra(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
-                             position_ids=position_ids, inputs_embeds=inputs_embeds,
-                             output_attentions=output_attentions, output_hidden_states=output_hidden_states,
-                             return_dict=True)
+        outputs = self._encode(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
+                               output_attentions, output_hidden_states, kwargs, one_sequence_per_row=False)
         logits = self.cls(outputs.last_hidden_state)  # (batch, seqlen, vocab_size)
         loss = None
         if labels is not None:
@@ -356,13 +432,11 @@ class HydraForSequenceClassification(HydraPreTrainedModel):
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
                 inputs_embeds=None, labels=None, output_attentions=None, output_hidden_states=None,
-                return_dict=None):
+                return_dict=None, **kwargs):
         r"""labels: (batch,) class ids, floats for regression (num_labels == 1), or (batch, num_labels) multi-hot."""
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        outputs = self.hydra(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
-                             position_ids=position_ids, inputs_embeds=inputs_embeds,
-                             output_attentions=output_attentions, output_hidden_states=output_hidden_states,
-                             return_dict=True)
+        outputs = self._encode(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
+                               output_attentions, output_hidden_states, kwargs, one_sequence_per_row=True)
         logits = self.classifier(self.dropout(outputs.pooler_output))  # (batch, num_labels)
         loss = None
         if labels is not None:
@@ -401,13 +475,11 @@ class HydraForTokenClassification(HydraPreTrainedModel):
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
                 inputs_embeds=None, labels=None, output_attentions=None, output_hidden_states=None,
-                return_dict=None):
+                return_dict=None, **kwargs):
         r"""labels: (batch, seqlen) class ids; -100 where no label is scored."""
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        outputs = self.hydra(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
-                             position_ids=position_ids, inputs_embeds=inputs_embeds,
-                             output_attentions=output_attentions, output_hidden_states=output_hidden_states,
-                             return_dict=True)
+        outputs = self._encode(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
+                               output_attentions, output_hidden_states, kwargs, one_sequence_per_row=False)
         logits = self.classifier(self.dropout(outputs.last_hidden_state))  # (batch, seqlen, num_labels)
         loss = None
         if labels is not None:
@@ -427,13 +499,11 @@ class HydraForQuestionAnswering(HydraPreTrainedModel):
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
                 inputs_embeds=None, start_positions=None, end_positions=None, output_attentions=None,
-                output_hidden_states=None, return_dict=None):
+                output_hidden_states=None, return_dict=None, **kwargs):
         r"""start_positions, end_positions: (batch,) token indices of the answer span; clamped to the sequence."""
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        outputs = self.hydra(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
-                             position_ids=position_ids, inputs_embeds=inputs_embeds,
-                             output_attentions=output_attentions, output_hidden_states=output_hidden_states,
-                             return_dict=True)
+        outputs = self._encode(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
+                               output_attentions, output_hidden_states, kwargs, one_sequence_per_row=True)
         logits = self.qa_outputs(outputs.last_hidden_state)  # (batch, seqlen, 2)
         start_logits, end_logits = (t.squeeze(-1).contiguous() for t in logits.split(1, dim=-1))
         loss = None
@@ -442,7 +512,13 @@ class HydraForQuestionAnswering(HydraPreTrainedModel):
             start_positions = start_positions.to(start_logits.device).view(-1).clamp(0, ignored_index)
             end_positions = end_positions.to(end_logits.device).view(-1).clamp(0, ignored_index)
             loss_fct = CrossEntropyLoss(ignore_index=ignored_index)
-            loss = (loss_fct(start_logits, start_positions) + loss_fct(end_logits, end_positions)) / 2
+            if attention_mask is not None:  # padded positions are no candidates: the loss is padding-invariant
+                real = attention_mask.to(start_logits.device) != 0
+                start_logits_real = torch.where(real, start_logits, torch.finfo(start_logits.dtype).min)
+                end_logits_real = torch.where(real, end_logits, torch.finfo(end_logits.dtype).min)
+            else:
+                start_logits_real, end_logits_real = start_logits, end_logits
+            loss = (loss_fct(start_logits_real, start_positions) + loss_fct(end_logits_real, end_positions)) / 2
         return _head_output(return_dict, QuestionAnsweringModelOutput, loss, outputs.hidden_states,
                             start_logits=start_logits, end_logits=end_logits)
 
@@ -459,7 +535,7 @@ class HydraForMultipleChoice(HydraPreTrainedModel):
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
                 inputs_embeds=None, labels=None, output_attentions=None, output_hidden_states=None,
-                return_dict=None):
+                return_dict=None, **kwargs):
         r"""
         input_ids: (batch, num_choices, seqlen) (or inputs_embeds (batch, num_choices, seqlen, hidden_size)).
         labels: (batch,) index of the correct choice.
@@ -474,13 +550,14 @@ class HydraForMultipleChoice(HydraPreTrainedModel):
                              f"of {expected} dims (batch, num_choices, seqlen{', hidden' if expected == 4 else ''}),"
                              f" got shape {tuple(reference.shape)}")
         num_choices = reference.shape[1]
-        flat = lambda t: t.reshape(-1, t.shape[-1]) if t is not None else None
-        outputs = self.hydra(flat(input_ids), attention_mask=flat(attention_mask),
-                             token_type_ids=flat(token_type_ids), position_ids=flat(position_ids),
-                             inputs_embeds=inputs_embeds.reshape(-1, *inputs_embeds.shape[-2:])
-                             if inputs_embeds is not None else None,
-                             output_attentions=output_attentions, output_hidden_states=output_hidden_states,
-                             return_dict=True)
+        if num_choices == 0:
+            raise ValueError(f"HydraForMultipleChoice got 0 choices (input shape {tuple(reference.shape)}).")
+        if any(value is not None for value in kwargs.values()):
+            raise ValueError("HydraForMultipleChoice takes padded (batch, num_choices, seqlen) inputs; packed-sequence "
+                             f"arguments ({', '.join(k for k, v in kwargs.items() if v is not None)}) do not apply.")
+        flat = lambda t: t.reshape(-1, *t.shape[2:]) if t is not None else None  # (batch * num_choices, ...)
+        outputs = self._encode(flat(input_ids), flat(attention_mask), flat(token_type_ids), flat(position_ids),
+                               flat(inputs_embeds), output_attentions, output_hidden_states, {})
         logits = self.classifier(self.dropout(outputs.pooler_output)).view(-1, num_choices)  # (batch, num_choices)
         loss = None
         if labels is not None:
@@ -488,12 +565,17 @@ class HydraForMultipleChoice(HydraPreTrainedModel):
         return _head_output(return_dict, MultipleChoiceModelOutput, loss, outputs.hidden_states, logits=logits)
 
 
-__all__ = [
-    "HydraPreTrainedModel",
-    "HydraModel",
-    "HydraForMaskedLM",
-    "HydraForSequenceClassification",
-    "HydraForTokenClassification",
-    "HydraForQuestionAnswering",
-    "HydraForMultipleChoice",
-]
+# Each model class with the transformers Auto class that loads it: the one list behind `__all__` and the `auto_map`
+# that `save_pretrained` writes into config.json.
+_AUTO_CLASSES = {
+    "AutoModel": HydraModel,
+    "AutoModelForMaskedLM": HydraForMaskedLM,
+    "AutoModelForSequenceClassification": HydraForSequenceClassification,
+    "AutoModelForTokenClassification": HydraForTokenClassification,
+    "AutoModelForQuestionAnswering": HydraForQuestionAnswering,
+    "AutoModelForMultipleChoice": HydraForMultipleChoice,
+}
+AUTO_MAP = {"AutoConfig": f"configuration_hydra.{HydraConfig.__name__}",
+            **{auto: f"modeling_hydra.{cls.__name__}" for auto, cls in _AUTO_CLASSES.items()}}
+
+__all__ = ["HydraPreTrainedModel", *(cls.__name__ for cls in _AUTO_CLASSES.values())]

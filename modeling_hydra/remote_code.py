@@ -10,21 +10,11 @@ remote-code folder the files are already in that form and are copied unchanged.
 import importlib.util
 import os
 import re
+import secrets
 
 # Imports of our own packages, e.g. `from configuration_hydra.configuration_hydra import HydraConfig`.
 _PACKAGE_IMPORT = re.compile(r"^(\s*)from\s+(configuration_hydra|modeling_hydra)\.(\w+)\s+import\s", re.MULTILINE)
 _RELATIVE_IMPORT = re.compile(r"^\s*from\s+\.(\w+)\s+import\s", re.MULTILINE)
-
-AUTO_MAP = {
-    "AutoConfig": "configuration_hydra.HydraConfig",
-    "AutoModel": "modeling_hydra.HydraModel",
-    "AutoModelForMaskedLM": "modeling_hydra.HydraForMaskedLM",
-    "AutoModelForSequenceClassification": "modeling_hydra.HydraForSequenceClassification",
-    "AutoModelForTokenClassification": "modeling_hydra.HydraForTokenClassification",
-    "AutoModelForQuestionAnswering": "modeling_hydra.HydraForQuestionAnswering",
-    "AutoModelForMultipleChoice": "modeling_hydra.HydraForMultipleChoice",
-}
-
 
 def flatten_imports(source: str) -> str:
     """Rewrite imports of our packages into sibling imports: `from pkg.module import X` -> `from .module import X`."""
@@ -57,14 +47,36 @@ def remote_code_sources(entry_file: str) -> dict:
     return sources
 
 
+def write_file_atomically(path: str, text: str):
+    """Write `text` to `path` through a new temporary file in the same folder, then `os.replace` it into place.
+
+    The temporary file gets a random name and is created exclusively (O_EXCL): an existing file or symlink of that
+    name is never opened, so a planted link cannot redirect the write and concurrent writers never share a file.
+    Its mode is 0o666 less the umask, as for a plain `open(path, "w")`.
+    """
+    folder, name = os.path.split(path)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    while True:
+        tmp = os.path.join(folder, f".{name}.{secrets.token_hex(8)}.tmp")
+        try:
+            fd = os.open(tmp, flags, 0o666)
+            break
+        except FileExistsError:
+            continue
+    try:
+        with open(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
 def write_remote_code(save_directory: str, modeling_file: str) -> list:
     """Write flat copies of the modeling files into `save_directory`; returns the paths written."""
     written = []
     for name, source in sorted(remote_code_sources(modeling_file).items()):
         path = os.path.join(save_directory, name)
-        tmp = path + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(source)
-        os.replace(tmp, path)
+        write_file_atomically(path, source)
         written.append(path)
     return written

@@ -1,23 +1,40 @@
-"""The one place that chooses the kernel behind the Hydra mixer (`config.ssd_backend`).
+"""The registry of SSD kernels behind the Hydra mixer, and the one place that picks one (`config.ssd_backend`).
 
-Every backend has the signature of `ssd_bidirectional_torch`:
-    (x, dt_f, dt_b, A, B_f, C_f, B_b, C_b, diag, chunk_size) -> y
+Every backend computes the bidirectional SSD with the signature of `ssd_bidirectional_torch`:
+    (x, dt_f, dt_b, A, B_f, C_f, B_b, C_b, diag, chunk_size, seq_idx=None) -> y
 with x: (batch, seqlen, nheads, headdim), dt_*/diag: (batch, seqlen, nheads), A: (nheads,),
-B_*/C_*: (batch, seqlen, ngroups, d_state), y like x.
+B_*/C_*: (batch, seqlen, ngroups, d_state), seq_idx: None or (batch, seqlen) int, non-decreasing along each row
+(tokens with equal ids form one sequence, which gets exactly its stand-alone result), y like x.
 
-"auto" runs the Triton kernels on CUDA tensors when triton is installed and the torch path otherwise; "torch",
-"triton" and "mamba_ssm" force one backend and raise ValueError where it cannot run. The Triton and mamba_ssm modules
-are imported on first use only (on CPU, Triton's interpreter is chosen by TRITON_INTERPRET=1 when the kernels are
-first imported).
+`SSD_BACKENDS` maps each name to its description and loader; config validation, dispatch, the benchmarks and the
+tests all read it. "auto" is the Triton kernels on CUDA tensors when triton is installed and the torch path
+otherwise (logged once when CUDA tensors fall back to torch). A backend that cannot run raises a ValueError that says
+what to install or use instead. Resolution happens once per (name, device type) and is cached. The Triton and
+mamba_ssm modules are imported on first use only (on CPU, Triton's interpreter is chosen by TRITON_INTERPRET=1 when
+the kernels are first imported).
 """
 
+import functools
 import importlib.util
+from dataclasses import dataclass
+from typing import Callable
 
 import torch
-
-from configuration_hydra.configuration_hydra import SSD_BACKENDS
+from transformers.utils import logging
 
 from .ssd_torch import ssd_bidirectional_torch
+
+logger = logging.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class SSDBackend:
+    """One SSD kernel: `load(device)` returns its function or raises ValueError when it cannot run on `device`."""
+
+    name: str
+    description: str
+    load: Callable[[torch.device], Callable]
+    honours_boundaries: bool  # whether it implements `seq_idx` (padding-free and packed rows)
 
 
 def triton_is_installed() -> bool:
@@ -25,7 +42,11 @@ def triton_is_installed() -> bool:
     return importlib.util.find_spec("triton") is not None
 
 
-def _triton_backend(device: torch.device):
+def _load_torch(device: torch.device):
+    return ssd_bidirectional_torch
+
+
+def _load_triton(device: torch.device):
     from .ssd_triton_runtime import TRITON_INSTALL_HINT
 
     if not triton_is_installed():
@@ -41,7 +62,7 @@ def _triton_backend(device: torch.device):
     return ssd_bidirectional_triton
 
 
-def _mamba_ssm_backend(device: torch.device):
+def _load_mamba_ssm(device: torch.device):
     from .ssd_mamba_ssm import load_mamba_chunk_scan_combined, ssd_bidirectional_mamba_ssm
 
     load_mamba_chunk_scan_combined()  # ValueError with an install hint when mamba_ssm cannot be imported
@@ -50,17 +71,49 @@ def _mamba_ssm_backend(device: torch.device):
     return ssd_bidirectional_mamba_ssm
 
 
-def resolve_ssd_backend(name: str, device: torch.device):
-    """Return the SSD function for backend `name` on `device`; raise ValueError if it cannot run there."""
-    device = torch.device(device)
-    if name == "torch":
-        return ssd_bidirectional_torch
-    if name == "auto":
-        if device.type == "cuda" and triton_is_installed():
-            return _triton_backend(device)
-        return ssd_bidirectional_torch
-    if name == "triton":
-        return _triton_backend(device)
-    if name == "mamba_ssm":
-        return _mamba_ssm_backend(device)
-    raise ValueError(f"Unknown ssd_backend {name!r}; expected one of {SSD_BACKENDS}")
+SSD_BACKENDS = {
+    backend.name: backend
+    for backend in (
+        SSDBackend("torch", "chunked pure-PyTorch SSD; any device, float64 included; exportable", _load_torch, True),
+        SSDBackend("triton", "fused Triton kernels with their own backward (CUDA; CPU interpreter for tests)",
+                   _load_triton, False),
+        SSDBackend("mamba_ssm", "the official Hydra's flip-and-batch use of mamba_ssm's causal kernel (CUDA "
+                   "baseline); cannot honour sequence boundaries", _load_mamba_ssm, False),
+    )
+}
+AUTO = "auto"
+BACKEND_NAMES = (AUTO, *SSD_BACKENDS)
+
+
+def validate_backend_name(name) -> None:
+    """Raise ValueError unless `name` is "auto" or a registered backend."""
+    if name not in BACKEND_NAMES:
+        raise ValueError(f"HydraConfig.ssd_backend must be one of {BACKEND_NAMES}, got {name!r}")
+
+
+@functools.lru_cache(maxsize=None)
+def _resolve(name: str, device_type: str) -> tuple[SSDBackend, Callable]:
+    device = torch.device(device_type)
+    if name == AUTO:
+        if device_type != "cuda":
+            name = "torch"
+        elif triton_is_installed():
+            name = "triton"
+        else:
+            logger.warning("ssd_backend='auto' on CUDA: triton is not installed, so the slower torch path runs. "
+                           "Install it with `pip install triton` for the fused kernels.")
+            name = "torch"
+    backend = SSD_BACKENDS[name]
+    return backend, backend.load(device)  # load raises ValueError when it cannot run here
+
+
+def resolve_ssd_backend(name: str, device: torch.device) -> tuple[SSDBackend, Callable]:
+    """(backend, SSD function) that `name` ("auto" or a registered name) selects on `device`, cached per
+    (name, device type); ValueError if it cannot run there."""
+    validate_backend_name(name)
+    return _resolve(name, torch.device(device).type)
+
+
+def clear_backend_cache() -> None:
+    """Forget resolved backends (after installing a package or changing TRITON_INTERPRET in a running process)."""
+    _resolve.cache_clear()

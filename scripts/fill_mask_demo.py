@@ -1,6 +1,6 @@
-"""Main job (placeholder until GLUE fine-tuning lands): build a small Hydra masked LM, save it as a remote-code
-checkpoint, reload it with `trust_remote_code=True` and run `pipeline("fill-mask")` with the bert-base-uncased
-tokenizer shipped in assets/.
+"""Fill-mask demo of the remote-code path: build a small Hydra masked LM, save it as a self-contained checkpoint,
+reload it with AutoModelForMaskedLM and `trust_remote_code=True`, check that it gives the same logits, and run
+`pipeline("fill-mask")` with the bert-base-uncased tokenizer shipped in assets/.
 
     python scripts/fill_mask_demo.py [--output-dir outputs/fill_mask_demo] [--text "paris is the [MASK] of france."]
 
@@ -20,12 +20,12 @@ from modeling_hydra import HydraForMaskedLM
 TOKENIZER_DIR = Path(__file__).resolve().parent.parent / "assets" / "tokenizer" / "bert-base-uncased"
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--output-dir", default="outputs/fill_mask_demo", help="where the checkpoint is written")
     parser.add_argument("--text", default="paris is the [MASK] of france.")
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     torch.manual_seed(args.seed)
     config = HydraConfig(hidden_size=128, num_hidden_layers=4, d_state=16, headdim=32, chunk_size=64)

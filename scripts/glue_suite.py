@@ -5,7 +5,9 @@ Each model is `NAME=PATH`: a config JSON (trained from scratch with --tokenizer_
 (fine-tuned). Every (model, task, learning rate) is one run_glue.py process with the same steps, batch size and
 seed; the best learning rate per model and task is chosen on the dev score (as in the GLUE papers). Finished runs
 (an eval_results.json in their folder) are reused, so an interrupted suite can simply be started again.
-Writes OUTPUT_DIR/results.json, results.md and results.png. Example (the mini-table of BENCHMARKS.md):
+Without --tasks, the suite runs those of the six smaller GLUE tasks (CoLA, SST-2, MRPC, STS-B, RTE, WNLI) whose
+files are in --glue_dir, and says which are missing. Writes OUTPUT_DIR/results.json, results.md and results.png (the
+plot needs matplotlib: pip install -e ".[plots]"). Example (the mini-table of BENCHMARKS.md):
 
     OMP_NUM_THREADS=1 python scripts/glue_suite.py --glue_dir ../shared/glue_data \
         --models hydra=configs/hydra-small.json bert=configs/bert-small.json --learning_rates 1e-3 3e-4 \
@@ -13,6 +15,7 @@ Writes OUTPUT_DIR/results.json, results.md and results.png. Example (the mini-ta
 """
 
 import argparse
+import importlib.util
 import json
 import math
 import os
@@ -21,9 +24,7 @@ import sys
 import textwrap
 import time
 
-from matplotlib.figure import Figure
-
-from glue_tasks import (
+from hydra_glue import (
     LOCAL_GLUE_TASKS,
     build_model,
     compute_glue_metrics,
@@ -35,7 +36,8 @@ from glue_tasks import (
 
 SCRIPTS_DIR = os.path.dirname(os.path.abspath(__file__))
 RUN_GLUE = os.path.join(SCRIPTS_DIR, "run_glue.py")
-TOKENIZER_DIR = os.path.relpath(os.path.join(os.path.dirname(SCRIPTS_DIR), "assets", "tokenizer", "bert-base-uncased"))
+TOKENIZER_DIR = os.path.join(os.path.dirname(SCRIPTS_DIR), "assets", "tokenizer", "bert-base-uncased")
+GLUE_DOWNLOAD_HINT = "download the official GLUE TSV files from gluebenchmark.com/tasks"
 
 
 def parse_arguments(argv=None):
@@ -43,7 +45,8 @@ def parse_arguments(argv=None):
     parser.add_argument("--glue_dir", required=True, help="Folder of the official GLUE TSV files.")
     parser.add_argument("--models", nargs="+", required=True, metavar="NAME=PATH",
                         help="Models to compare: a config JSON (from scratch) or a checkpoint folder each.")
-    parser.add_argument("--tasks", nargs="+", default=list(LOCAL_GLUE_TASKS), help="GLUE tasks to run.")
+    parser.add_argument("--tasks", nargs="+", default=None,
+                        help="GLUE tasks to run (default: those of " + ", ".join(LOCAL_GLUE_TASKS) + " in --glue_dir).")
     parser.add_argument("--learning_rates", nargs="+", type=float, default=[1e-3, 3e-4])
     parser.add_argument("--max_steps", type=int, default=200, help="Optimizer steps per run.")
     parser.add_argument("--batch_size", type=int, default=32)
@@ -64,10 +67,35 @@ def parse_arguments(argv=None):
             parser.error(f"model {name}: {path} does not exist")
         models[name] = path
     args.models = models
-    args.tasks = [get_glue_task(task).name for task in args.tasks]
+    if not os.path.isdir(args.glue_dir):
+        parser.error(f"--glue_dir {args.glue_dir} is not a folder; {GLUE_DOWNLOAD_HINT}")
+    if args.tasks is None:
+        args.tasks, missing = [], []
+        for name in LOCAL_GLUE_TASKS:
+            (args.tasks if task_files_missing(args.glue_dir, get_glue_task(name)) == [] else missing).append(name)
+        if not args.tasks:
+            parser.error(f"--glue_dir {args.glue_dir} holds none of the tasks {', '.join(LOCAL_GLUE_TASKS)}; "
+                         f"{GLUE_DOWNLOAD_HINT}")
+        if missing:
+            print(f"Running {', '.join(args.tasks)}; the files of {', '.join(missing)} are not in {args.glue_dir} "
+                  f"(to run them, {GLUE_DOWNLOAD_HINT} and put each task in its folder, e.g. "
+                  f"{os.path.join(args.glue_dir, get_glue_task(missing[0]).directory)}/).", flush=True)
+    else:
+        args.tasks = [get_glue_task(task).name for task in args.tasks]
+        for name in args.tasks:
+            missing = task_files_missing(args.glue_dir, get_glue_task(name))
+            if missing:
+                parser.error(f"task {name}: missing {', '.join(missing)}; {GLUE_DOWNLOAD_HINT}")
     if args.max_steps <= 0:
         parser.error(f"--max_steps must be positive, got {args.max_steps}")
     return args
+
+
+def task_files_missing(glue_dir: str, task) -> list:
+    """The train and dev files of `task` that are not in `glue_dir` (the suite needs no test files)."""
+    needed = ["train", *task.validation_splits]
+    return [path for path in (os.path.join(glue_dir, task.directory, task.splits[split]) for split in needed)
+            if not os.path.isfile(path)]
 
 
 METRIC_LABELS = {"accuracy": "accuracy", "f1": "F1", "matthews_correlation": "Matthews corr.",
@@ -161,6 +189,8 @@ def write_markdown(path, results, args, models):
 
 
 def write_plot(path, results, args, models):
+    from matplotlib.figure import Figure  # the [plots] extra; only the plot needs it
+
     names = list(models)
     width = 0.8 / len(names)
     figure = Figure(figsize=(1.6 * len(args.tasks) + 2, 4.2))
@@ -208,7 +238,10 @@ def main(argv=None):
     with open(os.path.join(args.output_dir, "results.json"), "w") as f:
         json.dump(results, f, indent=2)
     write_markdown(os.path.join(args.output_dir, "results.md"), results, args, args.models)
-    write_plot(os.path.join(args.output_dir, "results.png"), results, args, args.models)
+    if importlib.util.find_spec("matplotlib") is None:
+        print("No results.png: the plot needs matplotlib (pip install -e \".[plots]\").")
+    else:
+        write_plot(os.path.join(args.output_dir, "results.png"), results, args, args.models)
     print(open(os.path.join(args.output_dir, "results.md")).read())
 
 

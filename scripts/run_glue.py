@@ -6,8 +6,10 @@ dataclasses, every TrainingArguments flag), plus:
   --glue_dir DIR           read the task from a local copy of the official GLUE TSV files (DIR/SST-2/train.tsv ...)
   --config_name / --model_type / --config_overrides   train a model from scratch (no --model_name_or_path)
   --overwrite_output_dir   do not resume from the checkpoints already in --output_dir
-Hydra checkpoints and configs load with this repository's classes; other models go through the Auto classes.
---do_predict writes GLUE leaderboard files (SST-2.tsv, MNLI-m.tsv, ...) into --output_dir.
+A Hydra checkpoint given with --trust_remote_code loads through the Auto classes and its saved code; without it, and
+for config files, Hydra loads with this repository's classes; other models go through the Auto classes.
+--do_predict writes GLUE leaderboard files (SST-2.tsv, MNLI-m.tsv, ...) into --output_dir. By default a run prints
+its progress bar and metrics; --log_level info shows what transformers and the Trainer do.
 
 Fine-tune a small Hydra from scratch on the embedded SST-2 sample (10,000 training sentences; about 1.5 minutes on
 2 idle CPU cores, dev accuracy about 0.77):
@@ -22,21 +24,22 @@ Multi-process (DDP over gloo on CPU): `torchrun --nproc_per_node 2 scripts/run_g
 
 import logging
 import os
+import sys
 from dataclasses import dataclass, field
 
 import numpy as np
 from datasets import DatasetDict, load_dataset
 from transformers import DataCollatorWithPadding, EvalPrediction, PreTrainedConfig, Trainer, default_data_collator
 
-from glue_tasks import (
+from hydra_glue import (
     GLUE_TASKS,
+    compute_glue_metrics,
     get_glue_task,
-    glue_metric_function,
     load_glue_directory,
     with_combined_score,
     write_glue_submission,
 )
-from glue_tasks import script_setup
+from hydra_glue import script_setup
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +69,9 @@ class DataTrainingArguments:
             self.task_name = get_glue_task(self.task_name).name
         if self.max_seq_length <= 0:
             raise ValueError(f"--max_seq_length must be a positive number of tokens, got {self.max_seq_length}")
+        for name in ("max_train_samples", "max_eval_samples", "max_predict_samples"):
+            if getattr(self, name) is not None and getattr(self, name) <= 0:
+                raise ValueError(f"--{name} must be a positive number of examples, got {getattr(self, name)}")
         if self.glue_dir is not None:
             if self.task_name is None:
                 raise ValueError(f"--glue_dir needs --task_name (one of {', '.join(GLUE_TASKS)})")
@@ -176,8 +182,16 @@ def tokenize_datasets(raw_datasets, tokenizer, label_to_id, data_args, training_
         return DatasetDict({split: tokenize(dataset) for split, dataset in raw_datasets.items()})
 
 
+def split_description(split, task, data_args) -> str:
+    """How errors name a split: its file for local GLUE data."""
+    if data_args.glue_dir is not None:
+        return f"the {split} split ({os.path.join(data_args.glue_dir, task.directory, task.splits[split])})"
+    return f"the {split} split"
+
+
 def select_splits(datasets, task, data_args, training_args):
-    """(train dataset, {validation split: dataset}, {test split: dataset}) for the requested phases."""
+    """(train dataset, {validation split: dataset}, {test split: dataset}) for the requested phases; ValueError
+    when a requested split is missing or has no examples."""
     validation_splits = task.validation_splits if task else ["validation"]
     test_splits = task.test_splits if task else ["test"]
     train_dataset = eval_datasets = predict_datasets = None
@@ -186,21 +200,24 @@ def select_splits(datasets, task, data_args, training_args):
                                   (training_args.do_predict, test_splits, "--do_predict")):
         if wanted and any(split not in datasets for split in splits):
             raise ValueError(f"{phase} requires the split(s) {splits}; the data has {list(datasets)}")
+
+    def first(split, limit):
+        return script_setup.select_first(datasets[split], limit, split_description(split, task, data_args))
+
     if training_args.do_train:
-        train_dataset = script_setup.select_first(datasets["train"], data_args.max_train_samples)
+        train_dataset = first("train", data_args.max_train_samples)
     if training_args.do_eval:
-        eval_datasets = {split: script_setup.select_first(datasets[split], data_args.max_eval_samples)
-                         for split in validation_splits}
+        eval_datasets = {split: first(split, data_args.max_eval_samples) for split in validation_splits}
     if training_args.do_predict:
-        predict_datasets = {split: script_setup.select_first(datasets[split], data_args.max_predict_samples)
-                            for split in test_splits}
+        predict_datasets = {split: first(split, data_args.max_predict_samples) for split in test_splits}
     return train_dataset, eval_datasets, predict_datasets
 
 
-def metrics_function(task, split, is_regression):
+def metrics_function(task, is_regression):
     """The Trainer's `compute_metrics` for one evaluation split: GLUE's metrics (+ combined score) of the task."""
     if task is not None:
-        metric = glue_metric_function(task, "mnli_mismatched" if split == "validation_mismatched" else None)
+        def metric(predictions, references):
+            return compute_glue_metrics(task, predictions, references)
     else:
         metric = regression_or_accuracy(is_regression)
 
@@ -218,12 +235,11 @@ def regression_or_accuracy(is_regression):
     return lambda predictions, references: {"accuracy": float((predictions == references).mean())}
 
 
-def evaluate_splits(trainer, eval_datasets, task, is_regression):
+def evaluate_splits(trainer, eval_datasets):
     """Evaluate every validation split (MNLI: matched, then mismatched with `_mm` names); save eval_results.json."""
     logger.info("*** Evaluate ***")
     all_metrics = {}
     for split, dataset in eval_datasets.items():
-        trainer.compute_metrics = metrics_function(task, split, is_regression)
         metrics = trainer.evaluate(eval_dataset=dataset)
         metrics["eval_samples"] = len(dataset)
         if split == "validation_mismatched":
@@ -274,7 +290,7 @@ def main(argv=None):
     first_eval_split = next(iter(eval_datasets)) if eval_datasets else None
     trainer = Trainer(model=model, args=training_args, train_dataset=train_dataset,
                       eval_dataset=eval_datasets[first_eval_split] if eval_datasets else None,
-                      compute_metrics=metrics_function(task, first_eval_split, is_regression),
+                      compute_metrics=metrics_function(task, is_regression),
                       processing_class=tokenizer, data_collator=data_collator)
 
     if training_args.do_train:
@@ -286,7 +302,7 @@ def main(argv=None):
         trainer.save_metrics("train", metrics)
         trainer.save_state()
     if training_args.do_eval:
-        evaluate_splits(trainer, eval_datasets, task, is_regression)
+        evaluate_splits(trainer, eval_datasets)
     if training_args.do_predict:
         predict_splits(trainer, predict_datasets, task, is_regression, training_args.output_dir)
 
@@ -312,4 +328,7 @@ def write_plain_predictions(output_dir, split, indices, predictions, is_regressi
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except script_setup.HubUnavailableError as error:
+        sys.exit(f"run_glue.py: {error}")

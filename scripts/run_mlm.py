@@ -5,6 +5,8 @@ The interface of transformers' examples/pytorch/language-modeling/run_mlm.py (mo
 dataclasses; --model_name_or_path or --config_name/--model_type/--config_overrides from scratch; text, csv or
 json files or a Hub dataset; --line_by_line; --mlm_probability), plus a corpus from local GLUE files:
   --glue_dir DIR --glue_tasks sst2 cola ...   the texts of these tasks' train (and dev, for evaluation) files.
+and packed batches: --packing makes each batch one row of whole sequences without padding (Hydra only; see
+hydra_glue/mlm_packing.py).
 
 Pre-train a small Hydra on the embedded SST-2 sample, then fine-tune it with run_glue.py:
 
@@ -16,6 +18,7 @@ Pre-train a small Hydra on the embedded SST-2 sample, then fine-tune it with run
 
 import logging
 import math
+import sys
 from dataclasses import dataclass, field
 from itertools import chain
 
@@ -23,8 +26,9 @@ import datasets
 from datasets import load_dataset
 from transformers import DataCollatorForLanguageModeling, Trainer
 
-from glue_tasks import get_glue_task, load_glue_directory
-from glue_tasks import script_setup
+from hydra_glue import get_glue_task, load_glue_directory
+from hydra_glue import script_setup
+from hydra_glue.mlm_packing import DataCollatorForPackedLanguageModeling
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +53,9 @@ class DataTrainingArguments:
         "help": "One example per non-empty line (truncated); otherwise the texts are concatenated and cut into "
                 "blocks of max_seq_length tokens."})
     pad_to_max_length: bool = field(default=False, metadata={"help": "Pad every line to max_seq_length."})
+    packing: bool = field(default=False, metadata={
+        "help": "Flatten each batch into one row of whole sequences without padding (hydra_glue/mlm_packing.py); "
+                "Hydra keeps the sequences apart. The batch size counts sequences."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Keep the first N training examples."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Keep the first N evaluation examples."})
 
@@ -151,15 +158,24 @@ def main(argv=None):
     if training_args.do_train:
         if "train" not in tokenized:
             raise ValueError("--do_train requires a train dataset")
-        train_dataset = script_setup.select_first(tokenized["train"], data_args.max_train_samples)
+        train_dataset = script_setup.select_first(tokenized["train"], data_args.max_train_samples,
+                                                  "the training data")
     if training_args.do_eval:
         if "validation" not in tokenized:
             raise ValueError("--do_eval requires a validation dataset")
-        eval_dataset = script_setup.select_first(tokenized["validation"], data_args.max_eval_samples)
+        eval_dataset = script_setup.select_first(tokenized["validation"], data_args.max_eval_samples,
+                                                 "the evaluation data")
 
-    data_collator = DataCollatorForLanguageModeling(
-        tokenizer=tokenizer, mlm_probability=data_args.mlm_probability,
-        pad_to_multiple_of=8 if data_args.line_by_line and training_args.fp16 else None)
+    if data_args.packing:
+        if model.config.model_type != "hydra":
+            raise ValueError(f"--packing needs a model that keeps the sequences of a packed row apart (Hydra); a "
+                             f"{model.config.model_type!r} model would mix them. Drop --packing.")
+        data_collator = DataCollatorForPackedLanguageModeling(tokenizer=tokenizer,
+                                                              mlm_probability=data_args.mlm_probability)
+    else:
+        data_collator = DataCollatorForLanguageModeling(
+            tokenizer=tokenizer, mlm_probability=data_args.mlm_probability,
+            pad_to_multiple_of=8 if data_args.line_by_line and training_args.fp16 else None)
     trainer = Trainer(model=model, args=training_args, train_dataset=train_dataset, eval_dataset=eval_dataset,
                       processing_class=tokenizer, data_collator=data_collator)
 
@@ -190,4 +206,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except script_setup.HubUnavailableError as error:
+        sys.exit(f"run_mlm.py: {error}")

@@ -24,18 +24,23 @@ QUIET = ["--report_to", "none", "--disable_tqdm", "true", "--log_level", "warnin
 
 def script_function(script: str, function: str = "main"):
     """A function of scripts/<script>.py, by default its `main(argv)` (the scripts are not a package), wrapped so
-    that the logging set-up of a script run does not leak into later tests."""
+    that the logging set-up (levels, progress bars) of a script run does not leak into later tests."""
     wrapped = runpy.run_path(str(SCRIPTS / f"{script}.py"))[function]
 
     @functools.wraps(wrapped)
     def call(*args, **kwargs):
         verbosity = (transformers.utils.logging.get_verbosity(), datasets.utils.logging.get_verbosity())
+        bars = (transformers.utils.logging.is_progress_bar_enabled(), datasets.utils.is_progress_bar_enabled())
         try:
             return wrapped(*args, **kwargs)
         finally:
             transformers.utils.logging.set_verbosity(verbosity[0])
             transformers.utils.logging.reset_format()
             datasets.utils.logging.set_verbosity(verbosity[1])
+            if bars[0]:
+                transformers.utils.logging.enable_progress_bar()
+            if bars[1]:
+                datasets.utils.enable_progress_bars()
     return call
 
 
@@ -45,7 +50,7 @@ def subprocess_env() -> dict:
 
 
 def read_official_tsv(path, text_columns, label_column=None, limit=None):
-    """Rows of a GLUE TSV read with the csv module, independently of glue_tasks: (texts, labels)."""
+    """Rows of a GLUE TSV read with the csv module, independently of hydra_glue: (texts, labels)."""
     with open(path, encoding="utf-8-sig", newline="") as f:
         rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))[:limit]
     texts = [tuple(row[c] for c in text_columns) for row in rows]

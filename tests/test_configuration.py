@@ -1,8 +1,10 @@
 """HydraConfig: defaults of the released model, validation errors naming the field, serialization."""
 
+import inspect
 import json
 import math
 
+import numpy as np
 import pytest
 
 from configuration_hydra import HydraConfig
@@ -29,7 +31,6 @@ def test_defaults_are_the_released_hydra_bert_base():
     (dict(vocab_size=0), "vocab_size"),
     (dict(headdim=2.5), "headdim"),
     (dict(d_conv=4), "d_conv"),
-    (dict(ssd_backend="cuda"), "ssd_backend"),
     (dict(classifier_pooling="max"), "classifier_pooling"),
     (dict(dt_min=0.2, dt_max=0.1), "dt_min"),
     (dict(dt_limit=(0.5, 0.1)), "dt_limit"),
@@ -61,3 +62,98 @@ def test_pool_all_is_an_alias_of_mean_pooling():
     original.pop("classifier_pooling")
     original["pool_all"] = True
     assert HydraConfig.from_dict(original).classifier_pooling == "mean"
+
+
+@pytest.mark.parametrize("field, value", [
+    ("layer_norm_eps", float("nan")),
+    ("layer_norm_eps", 0.0),
+    ("layer_norm_eps", "1e-12"),  # a string for a float field
+    ("dt_min", "0.001"),
+    ("dt_min", float("nan")),
+    ("dt_max", float("inf")),
+    ("dt_max", 1e30),
+    ("dt_init_floor", float("nan")),
+    ("dt_init_floor", -1e-4),
+    ("initializer_range", -1.0),
+    ("initializer_range", float("nan")),
+    ("initializer_range", float("inf")),
+    ("hidden_dropout_prob", float("nan")),
+    ("classifier_dropout", "0.1"),
+    ("is_prenorm", "false"),
+    ("conv_bias", "no"),
+    ("proj_bias", 1),
+    ("use_position_embeddings", None),
+    ("tie_word_embeddings", "yes"),
+    ("unpad_inputs", 0),
+    ("hidden_act", "bogus"),
+    ("hidden_act", None),
+    ("hidden_size", "32"),
+    ("hidden_size", True),  # bools are not sizes
+    ("d_state", 8.0),
+    ("dt_limit", 5),
+    ("dt_limit", (0.0,)),
+    ("dt_limit", (0.0, 1.0, 2.0)),
+    ("dt_limit", ("0", "1")),
+    ("dt_limit", (0.0, float("nan"))),
+    ("dt_limit", (float("-inf"), 1.0)),
+    ("dt_limit", "01"),
+    ("classifier_pooling", 1),
+    ("ssd_backend", ""),
+    ("ssd_backend", None),
+    ("mixer_recompute", "sometimes"),
+    ("mixer_recompute", True),
+])
+def test_values_that_build_a_broken_model_are_refused_naming_the_field(field, value):
+    with pytest.raises(ValueError, match=rf"\b{field}\b"):
+        tiny_config(**{field: value})
+
+
+def test_numpy_numbers_are_accepted_and_stored_as_python_numbers():
+    config = tiny_config(hidden_size=np.int64(32), num_hidden_layers=np.int32(2), d_state=np.uint8(8),
+                         layer_norm_eps=np.float32(1e-5), dt_max=np.float64(0.1), dt_limit=np.array([0.0, 5.0]))
+    reference = tiny_config(layer_norm_eps=float(np.float32(1e-5)), dt_limit=(0.0, 5.0))
+    for name in ("hidden_size", "num_hidden_layers", "d_state"):
+        assert type(getattr(config, name)) is int
+    assert type(config.layer_norm_eps) is float and type(config.dt_max) is float
+    assert config.dt_limit == (0.0, 5.0) and all(type(v) is float for v in config.dt_limit)
+    assert config.to_json_string() == reference.to_json_string()  # plain JSON: no numpy type left
+
+
+def test_every_constructor_field_has_one_validation_rule():
+    from configuration_hydra.configuration_hydra import FIELD_RULES
+
+    fields = set(inspect.signature(HydraConfig.__init__).parameters) - {"self", "kwargs"}
+    assert fields == set(FIELD_RULES)
+
+
+def test_backend_names_are_left_to_the_model_and_new_fields_have_their_defaults():
+    assert tiny_config(ssd_backend="a_future_kernel").ssd_backend == "a_future_kernel"
+    config = HydraConfig()
+    assert config.unpad_inputs is True and config.mixer_recompute == "auto"
+    assert tiny_config(unpad_inputs=False, mixer_recompute="never").mixer_recompute == "never"
+
+
+@pytest.mark.parametrize("dt_limit", [(0.0, float("inf")), (0.001, float("inf")), (0.0, 0.5)])
+def test_saved_config_rebuilds_from_its_own_json(tmp_path, dt_limit):
+    config = tiny_config(dt_limit=dt_limit, classifier_pooling="mean", is_prenorm=True, num_labels=3)
+    config.save_pretrained(tmp_path)
+    text = (tmp_path / "config.json").read_text()
+    data = json.loads(text, parse_constant=lambda name: pytest.fail(f"non-standard JSON constant {name}"))
+    assert "__float__" not in text  # plain JSON that any parser and the config itself can read back
+    rebuilt = HydraConfig(**data)
+    assert rebuilt.dt_limit == dt_limit and isinstance(rebuilt.dt_limit, tuple)
+    assert rebuilt.to_dict() == config.to_dict()
+    from_string = HydraConfig.from_dict(json.loads(config.to_json_string()))
+    assert from_string.to_dict() == config.to_dict() and from_string.dt_limit == dt_limit
+    assert HydraConfig.from_pretrained(tmp_path).to_dict() == config.to_dict()
+
+
+def test_folders_saved_with_the_tagged_infinity_still_load(tmp_path):
+    config = tiny_config()
+    config.save_pretrained(tmp_path)
+    data = json.loads((tmp_path / "config.json").read_text())
+    data["dt_limit"] = [0.0, {"__float__": "Infinity"}]  # what the first version wrote
+    (tmp_path / "config.json").write_text(json.dumps(data))
+    assert HydraConfig.from_pretrained(tmp_path).dt_limit == (0.0, math.inf)
+    assert HydraConfig(**data).dt_limit == (0.0, math.inf)
+    assert HydraConfig(**data).to_dict() == config.to_dict()

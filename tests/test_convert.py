@@ -4,10 +4,11 @@ and the converted models are compared with an independent float64 implementation
 converted folder offline from a Hub-cache layout in a fresh interpreter that cannot import this project."""
 
 import argparse
+import hashlib
 import json
+import logging
 import math
 import os
-import runpy
 import subprocess
 import sys
 
@@ -17,8 +18,8 @@ import torch.nn.functional as F
 import yaml
 
 from conftest import REPO_ROOT, lay_out_as_hub_cache
+from convert import output_folder
 from convert.convert_original_checkpoint import (
-    MODEL_CARD_GENERATOR,
     TOKENIZER_FILES,
     build_hydra_config,
     build_parser,
@@ -26,10 +27,12 @@ from convert.convert_original_checkpoint import (
     read_original_config,
     resolve_config_fields,
 )
+from model_cards.generate_model_card import main as generate_model_card
 from modeling_hydra import HydraForMaskedLM, HydraForSequenceClassification
-from modeling_hydra.remote_code import AUTO_MAP
+from modeling_hydra.modeling_hydra import AUTO_MAP
 
 SCRIPT = REPO_ROOT / "convert" / "convert_original_checkpoint.py"
+KILL_CHILD = REPO_ROOT / "tests" / "convert_kill_child.py"
 # The original's config fields (a BertConfig subclass), tiny sizes; attention/MLP fields are ignored by Hydra.
 ORIGINAL_CONFIG = dict(
     _name_or_path="bert-base-uncased", architectures=["BertForMaskedLM"], model_type="bert", vocab_size=30522,
@@ -398,19 +401,186 @@ def test_unsafe_pickle_needs_the_explicit_flag(tmp_path, capsys):
     assert_matches_original(out, state, ORIGINAL_CONFIG, "mlm")
 
 
-def test_output_folder_is_replaced_only_with_overwrite(tmp_path, capsys):
-    state = original_state_dict(ORIGINAL_CONFIG, "mlm")
-    out = tmp_path / "out" / "model"
-    out.mkdir(parents=True)
-    (out / "keep.txt").write_text("user data")
-    code, _ = convert(tmp_path, state, ORIGINAL_CONFIG)
-    assert code == 1 and "is not empty" in capsys.readouterr().err
-    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+class ShellCommand:
+    """Pickles as a call of os.system: what a malicious checkpoint holds."""
 
-    code, _ = convert(tmp_path, state, ORIGINAL_CONFIG, "--overwrite")
-    assert code == 0
-    assert not (out / "keep.txt").exists() and (out / "model.safetensors").is_file()
-    assert [p.name for p in out.parent.iterdir()] == ["model"]
+    def __init__(self, command):
+        self.command = command
+
+    def __reduce__(self):
+        return os.system, (self.command,)
+
+
+def test_malicious_pickle_is_refused_as_unsafe_without_running_it(tmp_path, capsys):
+    marker = tmp_path / "payload_ran"
+    state = original_state_dict(ORIGINAL_CONFIG, "mlm")
+    ckpt = tmp_path / "evil.pt"
+    torch.save({"state": {"model": state}, "hook": ShellCommand(f"touch {marker}")}, ckpt)
+    out = tmp_path / "out" / "model"
+    code = main(["--checkpoint", str(ckpt), "--output_dir", str(out)])
+    assert_failed_cleanly(code, capsys, out, "evil.pt", "refused as unsafe", "is blocked", "--allow-unsafe-pickle")
+    assert not marker.exists()
+
+
+def test_non_finite_weights_are_refused_naming_the_tensor(tmp_path, capsys):
+    state = original_state_dict(ORIGINAL_CONFIG, "mlm")
+    state["bert.encoder.layer.1.layer.mixer.D"][2] = float("nan")
+    state["bert.embeddings.LayerNorm.bias"][0] = float("inf")
+    code, out = convert(tmp_path, state, ORIGINAL_CONFIG)
+    assert_failed_cleanly(code, capsys, out, "NaN or infinite values in 2 tensor(s)",
+                          "bert.encoder.layer.1.layer.mixer.D (1 of 8 values)", "bert.embeddings.LayerNorm.bias")
+
+
+def test_weights_that_overflow_the_chosen_dtype_are_refused(tmp_path, capsys):
+    state = original_state_dict(ORIGINAL_CONFIG, "mlm")
+    state["bert.encoder.layer.0.layer.mixer.out_proj.weight"][0, 0] = 1e5  # float16 ends at 65504
+    code, out = convert(tmp_path, state, ORIGINAL_CONFIG, "--dtype", "float16")
+    assert_failed_cleanly(code, capsys, out, "--dtype float16", "hydra.encoder.layer.0.mixer.out_proj.weight")
+    assert convert(tmp_path, state, ORIGINAL_CONFIG, "--dtype", "bfloat16")[0] == 0
+
+
+def test_binary_original_config_is_refused_naming_the_file(tmp_path, capsys):
+    ckpt = tmp_path / "model.pt"
+    save_checkpoint(original_state_dict(ORIGINAL_CONFIG, "mlm"), ckpt, "state dict", False)
+    config = tmp_path / "config.bin"
+    config.write_bytes(bytes(range(256)) * 4)
+    out = tmp_path / "out" / "model"
+    code = main(["--checkpoint", str(ckpt), "--original_config", str(config), "--output_dir", str(out)])
+    assert_failed_cleanly(code, capsys, out, "config.bin", "is not a text file")
+
+
+# ------------------------------------------------------------------------------------------- output folder
+
+
+def folder_contents(folder) -> dict:
+    """name -> bytes (or "<folder>") of every entry of `folder`."""
+    return {p.name: "<folder>" if p.is_dir() else p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def hidden_leftovers(folder) -> list:
+    return sorted(p.name for p in folder.iterdir() if ".converting-" in p.name)
+
+
+def conversion_args(tmp_path, out, seed=0, *extra):
+    """Command-line arguments converting the seed's MLM checkpoint (written once per seed) into `out`."""
+    ckpt = tmp_path / f"seed{seed}.pt"
+    if not ckpt.exists():
+        save_checkpoint(original_state_dict(ORIGINAL_CONFIG, "mlm", seed=seed), ckpt, "state dict", False)
+    config = tmp_path / "original_config.json"
+    if not config.exists():
+        write_config(config, ORIGINAL_CONFIG)
+    return ["--checkpoint", str(ckpt), "--original_config", str(config), "--output_dir", str(out),
+            "--model_id", "org/hydra-tiny", *extra]
+
+
+def test_overwrite_never_replaces_a_folder_holding_inputs_or_other_files(tmp_path, capsys, monkeypatch):
+    models = tmp_path / "ow" / "models"  # the inputs live in the output folder
+    models.mkdir(parents=True)
+    save_checkpoint(original_state_dict(ORIGINAL_CONFIG, "mlm"), models / "good.pt", "state dict", False)
+    write_config(models / "cfg.json", ORIGINAL_CONFIG)
+    (models / "notes.txt").write_text("x")
+    before = folder_contents(models)
+    code = main(["--checkpoint", str(models / "good.pt"), "--original_config", str(models / "cfg.json"),
+                 "--output_dir", str(models), "--overwrite"])
+    err = capsys.readouterr().err
+    assert code == 1 and "--checkpoint" in err and "lies inside --output_dir" in err
+    assert folder_contents(models) == before and hidden_leftovers(models.parent) == []
+
+    work = tmp_path / "work"  # the working folder, given as "."
+    (work / "data").mkdir(parents=True)
+    (work / "notes.txt").write_text("x")
+    (work / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    before = folder_contents(work)
+    monkeypatch.chdir(work)
+    for extra in ([], ["--overwrite"]):
+        assert main(conversion_args(tmp_path, ".", 0, *extra)) == 1
+        err = capsys.readouterr().err
+        assert "is not a previous conversion" in err and all(name in err for name in before), err
+        assert folder_contents(work) == before and hidden_leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("swap", ["exchange", "two renames"])
+def test_overwrite_replaces_only_a_previous_conversion(tmp_path, capsys, monkeypatch, swap):
+    if swap == "two renames":  # what happens where renameat2 is missing
+        monkeypatch.setattr(output_folder, "_exchange", lambda first, second: False)
+    out = tmp_path / "out" / "model"
+    assert main(conversion_args(tmp_path, out, 0)) == 0
+    first = folder_contents(out)
+    (out / "keep.txt").write_text("user data")
+    assert main(conversion_args(tmp_path, out, 1, "--overwrite")) == 1
+    err = capsys.readouterr().err
+    assert "is not a previous conversion" in err and "keep.txt" in err and "model.safetensors" not in err
+    (out / "keep.txt").unlink()
+    assert folder_contents(out) == first
+
+    assert main(conversion_args(tmp_path, out, 1)) == 1
+    assert "holds a previous conversion; pass --overwrite" in capsys.readouterr().err
+    assert main(conversion_args(tmp_path, out, 1, "--overwrite")) == 0
+    assert folder_contents(out) != first and os.listdir(out.parent) == ["model"]
+    assert_matches_original(out, original_state_dict(ORIGINAL_CONFIG, "mlm", seed=1), ORIGINAL_CONFIG, "mlm")
+
+
+def test_a_symlinked_output_path_keeps_its_link(tmp_path, capsys):
+    real = tmp_path / "models" / "hydra-v1"
+    link = tmp_path / "current"
+    link.symlink_to(real, target_is_directory=True)  # dangling until the first conversion
+    assert main(conversion_args(tmp_path, link, 0)) == 0
+    assert main(conversion_args(tmp_path, link, 1, "--overwrite")) == 0, capsys.readouterr().err
+    assert link.is_symlink() and link.resolve() == real.resolve()
+    assert sorted(os.listdir(tmp_path / "models")) == ["hydra-v1"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    assert_matches_original(link, original_state_dict(ORIGINAL_CONFIG, "mlm", seed=1), ORIGINAL_CONFIG, "mlm")
+
+
+def test_the_next_run_cleans_up_after_a_killed_one(tmp_path, capsys, caplog):
+    out = tmp_path / "out" / "model"
+    assert main(conversion_args(tmp_path, out, 0)) == 0
+    old = folder_contents(out)
+    killed_while_writing = out.parent / ".model.converting-Ab3_x9Qz"
+    killed_while_writing.mkdir()
+    (killed_while_writing / "model.safetensors").write_bytes(b"half")
+    (out.parent / "unrelated.converting-notes").write_text("not ours")
+    with caplog.at_level(logging.WARNING):
+        assert main(conversion_args(tmp_path, out, 1)) == 1  # refused (no --overwrite), cleaned up all the same
+    assert "Removed" in caplog.text and killed_while_writing.name in caplog.text
+    assert sorted(os.listdir(out.parent)) == ["model", "unrelated.converting-notes"] and folder_contents(out) == old
+
+    # Killed between the two renames (systems without renameat2): the old folder waits at a hidden name.
+    caplog.clear()
+    out.rename(out.parent / ".model.converting-Zz9_k2Lm.old")
+    (out.parent / ".model.converting-Zz9_k2Lm").mkdir()
+    with caplog.at_level(logging.WARNING):
+        assert main(conversion_args(tmp_path, out, 1)) == 1
+    assert "Restored" in caplog.text and ".model.converting-Zz9_k2Lm.old" in caplog.text
+    assert "holds a previous conversion" in capsys.readouterr().err
+    assert sorted(os.listdir(out.parent)) == ["model", "unrelated.converting-notes"] and folder_contents(out) == old
+
+
+def test_a_kill_at_any_point_leaves_the_old_or_the_new_folder(tmp_path):
+    """SIGKILL conversions at random points (in forked children of a helper process, which pays the imports once);
+    after each kill the output path must hold the old or the new folder, and the next run must finish cleanly."""
+    out = tmp_path / "out" / "model"
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "unrelated.txt").write_text("keep")
+    args = {seed: conversion_args(tmp_path, out, seed, "--overwrite") for seed in (0, 1)}
+    request = tmp_path / "request.json"
+    request.write_text(json.dumps({"args": args, "output_dir": str(out), "kills": 10, "seed": 0,
+                                   "work": str(tmp_path / "work"), "report": str(tmp_path / "report.json")}))
+    run = subprocess.run([sys.executable, str(KILL_CHILD), str(request)], capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert len(report["kills"]) == 10
+    for kill in report["kills"]:
+        window = kill["after_kill"] == "missing" and kill["swap"] == "two renames"
+        assert kill["after_kill"] in ("old", "new") or window, kill
+        assert kill["next_run_status"] == 0 and kill["after_next_run"] == "new", kill
+        assert kill["leftovers_after_next_run"] == [], kill
+        if window:
+            assert "Restored" in kill["next_run_stderr"], kill
+        elif kill["leftovers_after_kill"]:
+            assert "Removed" in kill["next_run_stderr"], kill
+    assert (tmp_path / "out" / "unrelated.txt").read_text() == "keep"
 
 
 def test_every_flag_is_documented(capsys):
@@ -451,8 +621,7 @@ def test_model_card_metadata_usage_and_results(tmp_path, capsys):
     mlm_code, mlm_out = convert(tmp_path, original_state_dict(ORIGINAL_CONFIG, "mlm"), ORIGINAL_CONFIG, name="mlm")
     assert mlm_code == 0
     (mlm_out / "README.md").unlink()
-    generator = runpy.run_path(str(MODEL_CARD_GENERATOR))
-    assert generator["main"](["--model_dir", str(mlm_out), "--model_id", "org/hydra-bert-base"]) == 0
+    assert generate_model_card(["--model_dir", str(mlm_out), "--model_id", "org/hydra-bert-base"]) == 0
     readme = (mlm_out / "README.md").read_text()
     assert front_matter(readme)["pipeline_tag"] == "fill-mask"
     assert 'pipeline("fill-mask", model="org/hydra-bert-base", trust_remote_code=True)' in readme
@@ -501,7 +670,8 @@ def test_push_to_hub_plumbing(tmp_path, capsys, monkeypatch):
 
     FakeHfApi.fail = True
     try:
-        code, out = convert(tmp_path, state, ORIGINAL_CONFIG, "--push_to_hub", "me/hydra-tiny", name="again")
+        code, out = convert(tmp_path, state, ORIGINAL_CONFIG, "--push_to_hub", "me/hydra-tiny", "--token", "hf_test",
+                            name="again")
     finally:
         FakeHfApi.fail = False
     assert code == 1 and "upload to me/hydra-tiny failed" in capsys.readouterr().err
@@ -509,6 +679,57 @@ def test_push_to_hub_plumbing(tmp_path, capsys, monkeypatch):
 
     with pytest.raises(SystemExit):
         main(["--checkpoint", "x.pt", "--output_dir", str(tmp_path / "y"), "--private"])
+
+
+@pytest.fixture
+def hub_session(monkeypatch, tmp_path):
+    """A Hub client with no login and online mode, whatever the machine's settings."""
+    from huggingface_hub import constants
+
+    for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_OIDC_RESOURCE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no_login" / "token"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    return constants
+
+
+def assert_one_error_line(code, capsys, *fragments):
+    err = capsys.readouterr().err
+    assert code == 1 and err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
+    for fragment in fragments:
+        assert fragment in err, (fragment, err)
+
+
+def test_push_to_hub_when_not_logged_in_or_offline_says_so_in_one_line(tmp_path, capsys, monkeypatch, hub_session):
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeHfApi)  # would accept anything
+    FakeHfApi.calls = []
+    out = tmp_path / "out"
+    assert_one_error_line(main(conversion_args(tmp_path, out, 0, "--push_to_hub", "me/hydra-tiny")), capsys,
+                          "not logged in", "hf auth login", "HF_TOKEN", "--token")
+    monkeypatch.setattr(hub_session, "HF_HUB_OFFLINE", True)
+    assert_one_error_line(main(conversion_args(tmp_path, out, 0, "--push_to_hub", "me/hydra-tiny", "--token", "hf_x")),
+                          capsys, "offline mode", "HF_HUB_OFFLINE")
+    assert FakeHfApi.calls == [] and not out.exists()  # refused before converting
+
+
+def test_push_to_hub_without_network_says_so_in_one_line(tmp_path, capsys, monkeypatch, hub_session):
+    monkeypatch.setattr(hub_session, "ENDPOINT", "http://127.0.0.1:9")  # nothing listens there: connection refused
+    out = tmp_path / "out"
+    code = main(conversion_args(tmp_path, out, 0, "--push_to_hub", "me/hydra-tiny", "--token", "hf_x"))
+    assert_one_error_line(code, capsys, "cannot reach the Hugging Face Hub", f"hf upload me/hydra-tiny {out}")
+    assert (out / "model.safetensors").is_file()  # the converted folder is kept
+
+
+def test_the_converter_imports_the_model_card_generator():
+    import convert.convert_original_checkpoint as converter
+    import model_cards
+    import model_cards.generate_model_card as generator
+
+    assert model_cards.__file__ is not None  # a regular package, not a namespace found by accident
+    assert converter.render_model_card is generator.render_model_card
+    assert converter.read_results is generator.read_results
 
 
 # ------------------------------------------------------------------------- script form and offline loading

@@ -3,7 +3,7 @@
 import pytest
 from conftest import REPO_ROOT, SHARED_DIR
 
-from glue_tasks import (
+from hydra_glue import (
     GLUE_TASKS,
     GlueFormatError,
     get_glue_task,
@@ -198,6 +198,15 @@ def test_malformed_files_name_file_line_and_expectation(tmp_path, directory, fil
     task = next(t for t in GLUE_TASKS.values() if t.directory == directory)
     with pytest.raises(GlueFormatError, match=message):
         load_glue_directory(str(tmp_path), task, ["train"])
+
+
+def test_a_file_that_is_not_utf8_is_named(tmp_path):
+    (tmp_path / "RTE").mkdir()
+    (tmp_path / "RTE" / "train.tsv").write_bytes(OFFICIAL_SNIPPETS["RTE"]["train.tsv"].encode("utf-8") +
+                                                 "1\tSo\u00f1a left.\tNobody left.\tentailment\n".encode("latin-1"))
+    with pytest.raises(GlueFormatError, match=r"RTE/train.tsv, line 3: the file is not UTF-8 text \(byte 0xf1 at "
+                                              r"offset 86\); GLUE files are UTF-8.*iconv -f latin1 -t utf-8"):
+        load_glue_directory(str(tmp_path), get_glue_task("rte"), ["train"])
 
 
 def test_missing_file_is_named(tmp_path):

@@ -8,10 +8,10 @@ import sys
 import matplotlib.image
 import pytest
 from conftest import TOKENIZER_DIR, tiny_config
-from glue_test_helpers import SCRIPTS, script_function, subprocess_env
+from glue_test_helpers import GLUE_SAMPLE, SCRIPTS, script_function, subprocess_env
 from transformers import BertConfig
 
-from glue_tasks import build_model, get_glue_task
+from hydra_glue import build_model, get_glue_task
 
 
 def test_suite_writes_one_table_json_and_plot(tmp_path):
@@ -68,3 +68,21 @@ def test_majority_class_baseline(tmp_path):
     args.max_eval_samples = 1
     assert majority_class_score(args, get_glue_task("rte")) == 0.0
     assert majority_class_score(args, get_glue_task("stsb")) is None
+
+
+def test_default_tasks_are_those_present_and_the_missing_are_named(tmp_path, capsys):
+    """The embedded sample holds SST-2 only: by default the suite runs it and names the tasks it cannot run; an
+    explicit task whose files are missing is an error that names them."""
+    parse_arguments = script_function("glue_suite", "parse_arguments")
+    common = ["--glue_dir", str(GLUE_SAMPLE), "--models", f"hydra={tmp_path}", "--output_dir", str(tmp_path / "out")]
+    assert parse_arguments(common).tasks == ["sst2"]
+    printed = capsys.readouterr().out
+    assert "Running sst2; the files of cola, mrpc, stsb, rte, wnli are not in" in printed
+    assert "gluebenchmark.com/tasks" in printed and str(GLUE_SAMPLE / "CoLA") in printed
+    with pytest.raises(SystemExit):
+        parse_arguments([*common, "--tasks", "sst2", "rte"])
+    error = capsys.readouterr().err
+    assert f"task rte: missing {GLUE_SAMPLE / 'RTE' / 'train.tsv'}, {GLUE_SAMPLE / 'RTE' / 'dev.tsv'}" in error
+    with pytest.raises(SystemExit):
+        parse_arguments([*common[:1], str(tmp_path), *common[2:]])
+    assert "holds none of the tasks cola, sst2, mrpc, stsb, rte, wnli" in capsys.readouterr().err

@@ -87,3 +87,24 @@ def test_bf16_weights_run_on_cpu():
     assert logits.dtype == torch.bfloat16 and torch.isfinite(logits).all()
     err = (logits.float() - reference).abs().max().item()
     assert err < 0.05 * reference.abs().max().item(), f"bf16 deviates by {err}"
+
+
+@pytest.mark.parametrize("dtype", [torch.int16, torch.uint8, torch.int32])
+def test_narrow_integer_ids_compute_what_int64_ids_compute(model, dtype):
+    ids = torch.tensor([[5, 17, 99, 3], [1, 2, 3, 4]])
+    expected = model(ids).last_hidden_state
+    torch.testing.assert_close(model(ids.to(dtype)).last_hidden_state, expected, rtol=0, atol=0)
+
+
+def test_inputs_embeds_of_another_dtype_names_both_dtypes(model):
+    embeds = torch.randn(2, 5, model.config.hidden_size, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"float64.*float32"):
+        model(inputs_embeds=embeds)
+
+
+def test_zero_choices_is_a_value_error():
+    from modeling_hydra import HydraForMultipleChoice
+
+    model = HydraForMultipleChoice(tiny_config()).eval()
+    with pytest.raises(ValueError, match="0 choices"):
+        model(torch.ones(2, 0, 5, dtype=torch.long))

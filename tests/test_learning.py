@@ -13,6 +13,7 @@ import torch
 import modeling_hydra.hydra_mixer as hydra_mixer
 from conftest import tiny_config
 from modeling_hydra import HydraForSequenceClassification
+from modeling_hydra.ssd_backends import SSD_BACKENDS
 from modeling_hydra.ssd_torch import ssd_bidirectional_torch
 
 pytestmark = pytest.mark.usefixtures("single_thread")  # tiny models: threads only contend
@@ -33,9 +34,9 @@ def xor_batch(n, generator):
     return ids, bits[0] ^ bits[1]
 
 
-def forward_scan_only(x, dt_f, dt_b, *args):
+def forward_scan_only(x, dt_f, dt_b, *args, **kwargs):
     """The SSD with the backward direction switched off (dt_b = 0: no input, decay 1)."""
-    return ssd_bidirectional_torch(x, dt_f, torch.zeros_like(dt_b), *args)
+    return ssd_bidirectional_torch(x, dt_f, torch.zeros_like(dt_b), *args, **kwargs)
 
 
 def train_and_evaluate():
@@ -65,7 +66,8 @@ def test_bidirectional_model_learns_what_forward_only_cannot(monkeypatch):
     assert accuracy >= 0.9, f"the bidirectional model reached only {accuracy:.3f}"
     assert sensitivity > 0.1
 
-    monkeypatch.setattr(hydra_mixer, "resolve_ssd_backend", lambda name, device: forward_scan_only)
+    monkeypatch.setattr(hydra_mixer, "resolve_ssd_backend",
+                        lambda name, device: (SSD_BACKENDS["torch"], forward_scan_only))
     accuracy, sensitivity = train_and_evaluate()
     assert sensitivity == pytest.approx(0.0, abs=1e-6), "the forward-only control sees the decisive tokens"
     assert abs(accuracy - 0.5) < 0.06, f"the forward-only control reached {accuracy:.3f}, not chance"

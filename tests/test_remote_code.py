@@ -5,8 +5,10 @@ transformers loader accepts."""
 import json
 import os
 import site
+import stat
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -14,8 +16,10 @@ import torch
 from transformers.dynamic_module_utils import get_imports, get_relative_imports
 
 from conftest import lay_out_as_hub_cache, perturb_ssm_parameters, tiny_config
+import modeling_hydra.modeling_hydra
 from modeling_hydra import HydraForMaskedLM
-from modeling_hydra.remote_code import AUTO_MAP
+from modeling_hydra.modeling_hydra import AUTO_MAP
+from modeling_hydra.remote_code import remote_code_sources, write_remote_code
 
 pytestmark = pytest.mark.usefixtures("single_thread")  # tiny models: threads only contend
 
@@ -106,3 +110,48 @@ def test_exported_files_import_only_stdlib_torch_transformers(tmp_path):
         assert imports <= allowed, f"{name} imports {sorted(imports - allowed)} outside a try block"
         for module in get_relative_imports(tmp_path / name):
             assert f"{module}.py" in files, f"{name} imports .{module}, which is not in the folder"
+
+
+def test_a_symlink_at_a_temporary_name_is_not_followed(tmp_path):
+    folder, victim = tmp_path / "saved", tmp_path / "victim.txt"
+    folder.mkdir()
+    victim.write_text("keep me")
+    sources = remote_code_sources(modeling_hydra.modeling_hydra.__file__)
+    for name in sources:  # the fixed temporary name of the first version, and a few plausible others
+        for suffix in (".tmp", "~", ".swp"):
+            (folder / f"{name}{suffix}").symlink_to(victim)
+    HydraForMaskedLM(tiny_config()).save_pretrained(folder)
+    assert victim.read_text() == "keep me"
+    for name, source in sources.items():
+        assert not (folder / name).is_symlink() and (folder / name).read_text(encoding="utf-8") == source
+
+
+def test_saved_source_files_have_the_permissions_of_a_plain_write(tmp_path):
+    reference = tmp_path / "reference.txt"
+    reference.write_text("x")
+    written = write_remote_code(str(tmp_path), modeling_hydra.modeling_hydra.__file__)
+    for path in written:
+        assert stat.S_IMODE(os.stat(path).st_mode) == stat.S_IMODE(reference.stat().st_mode), path
+
+
+def test_concurrent_saves_into_one_folder_do_not_collide(tmp_path):
+    """Threads writing the same files at once: each write is whole, none fails, no temporary file stays."""
+    sources = remote_code_sources(modeling_hydra.modeling_hydra.__file__)
+    errors = []
+
+    def save_repeatedly():
+        for _ in range(15):
+            try:
+                write_remote_code(str(tmp_path), modeling_hydra.modeling_hydra.__file__)
+            except Exception as error:  # collected: an exception in a thread would not fail the test
+                errors.append(repr(error))
+
+    threads = [threading.Thread(target=save_repeatedly) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(sources)
+    for name, source in sources.items():
+        assert (tmp_path / name).read_text(encoding="utf-8") == source

@@ -1,18 +1,15 @@
 """GLUE metrics as the benchmark defines them, computed with scikit-learn and SciPy.
 
 Matthews correlation (CoLA), accuracy and F1 of the positive class (MRPC, QQP), Pearson and Spearman correlation
-(STS-B), accuracy (the others). These are the computations of the Hub-hosted `evaluate` "glue" metric, which is
-used instead when the `evaluate` package is installed and the metric can be loaded.
+(STS-B), accuracy (the others): the computations of the Hub-hosted `evaluate` "glue" metric, done here so that
+evaluation needs no network and runs no downloaded code.
 """
 
 import numpy as np
 from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import f1_score, matthews_corrcoef
-from transformers.utils import logging
 
 from .task_registry import GlueTask
-
-logger = logging.get_logger(__name__)
 
 
 def compute_glue_metrics(task: GlueTask, predictions, references) -> dict:
@@ -28,21 +25,6 @@ def compute_glue_metrics(task: GlueTask, predictions, references) -> dict:
         "spearmanr": lambda: float(spearmanr(predictions, references)[0]),
     }
     return {name: functions[name]() for name in task.metrics}
-
-
-def glue_metric_function(task: GlueTask, hub_config: str | None = None):
-    """A function `(predictions, references) -> dict` for `task`: the Hub's `evaluate` metric when it loads,
-    else `compute_glue_metrics`. `hub_config` names the evaluate configuration (e.g. "mnli_mismatched")."""
-    try:
-        import evaluate
-    except ImportError:
-        return lambda predictions, references: compute_glue_metrics(task, predictions, references)
-    try:
-        metric = evaluate.load("glue", hub_config or task.name)
-    except Exception as error:  # network, cache or Hub errors all mean the same: compute it here
-        logger.warning(f"Could not load the Hub's glue metric ({error}); computing it with scikit-learn/scipy.")
-        return lambda predictions, references: compute_glue_metrics(task, predictions, references)
-    return lambda predictions, references: metric.compute(predictions=predictions, references=references)
 
 
 def with_combined_score(metrics: dict) -> dict:

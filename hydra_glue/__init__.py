@@ -1,8 +1,8 @@
-"""GLUE for the Trainer scripts: task definitions, the offline reader of the official TSV files, the GLUE
-metrics, submission files, and config/model loading for Hydra and other transformers models."""
+"""What the Trainer scripts in scripts/ share: GLUE task definitions, the offline reader of the official TSV files,
+the GLUE metrics, submission files, and config/model loading for Hydra and other transformers models."""
 
 from .glue_directory import glue_features, load_glue_directory, read_glue_split
-from .metrics import compute_glue_metrics, glue_metric_function, with_combined_score
+from .metrics import compute_glue_metrics, with_combined_score
 from .model_loading import build_model, check_model_head, load_config
 from .submission import write_glue_submission
 from .task_registry import GLUE_TASKS, LOCAL_GLUE_TASKS, GlueTask, get_glue_task
@@ -18,7 +18,6 @@ __all__ = [
     "compute_glue_metrics",
     "get_glue_task",
     "glue_features",
-    "glue_metric_function",
     "load_config",
     "load_glue_directory",
     "read_glue_split",

@@ -1,0 +1,1 @@
+"""The model card of converted Hydra folders: template and generator."""
