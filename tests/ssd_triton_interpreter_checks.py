@@ -163,11 +163,12 @@ def forward_and_gradients(ssd, inputs, dy, *args, **kwargs):
     return (y, *torch.autograd.grad(y, inputs, dy.to(y.dtype)))
 
 
-def assert_close(results, references, tolerance, what=""):
+def assert_close(results, references, tolerance, what="", tolerances=None):
+    """Output and gradients (y, then NAMES) within `tolerance` relative RMS error, or within tolerances[name]."""
     for name, out, ref in zip(("y", *NAMES), results, references):
         assert out.shape == ref.shape, f"{what} {name}"
         error = rel_rms(out, ref)
-        assert error < tolerance, f"{what} {name}: relative RMS error {error:.2e}"
+        assert error < (tolerances or {}).get(name, tolerance), f"{what} {name}: relative RMS error {error:.2e}"
 
 
 @pytest.mark.parametrize("shape", SHAPES.values(), ids=SHAPES.keys())
@@ -275,6 +276,26 @@ def test_sequence_boundaries_match_each_sequence_alone(kernels, packing):
     # int64 ids give the same result
     y64 = kernels.ssd_triton.ssd_bidirectional_triton(*inputs, chunk_size, seq_idx=seq_idx.long())
     assert torch.equal(y64, results[0])
+
+
+@pytest.mark.parametrize("arch", [80, 90])
+def test_block_choices_of_each_target_with_several_steps_over_headdim_and_d_state(kernels, arch, monkeypatch):
+    """headdim 72 and d_state 70 take several steps of the loops over headdim and d_state (with partial last
+    steps), chunk 64 with the block sizes the launch table picks for float32 on sm_80 (rows per loop step smaller
+    than rows per program) and on sm_90; forward and gradients against each sequence alone."""
+    monkeypatch.setattr("modeling_hydra.ssd_triton_launch.target_arch", lambda kernel: arch)
+    lengths_per_row = [[30, 45, 25]]
+    inputs = [t.requires_grad_() for t in ssd_inputs(batch=1, seqlen=100, nheads=2, headdim=72, ngroups=1,
+                                                      d_state=70, pad_from=None)]
+    dy = torch.randn(inputs[0].shape)
+    results = forward_and_gradients(kernels.ssd_triton.ssd_bidirectional_triton, inputs, dy, 64,
+                                    seq_idx=seq_idx_of(lengths_per_row))
+    inputs64 = [t.detach().double().requires_grad_() for t in inputs]
+    y_ref = per_sequence_reference(inputs64, lengths_per_row, 64)
+    references = (y_ref, *torch.autograd.grad(y_ref, inputs64, dy.double()))
+    # dA sums dt * (difference of the row and column sums of all pair weights) over the whole row: at these sizes
+    # float32 cancellation leaves ~2e-5 relative (the float32 torch path: ~2e-6); every other output ~4e-7.
+    assert_close(results, references, 1e-5, f"sm_{arch}", tolerances={"A": 1e-4})
 
 
 def test_one_sequence_per_row_equals_no_seq_idx(kernels):
