@@ -62,7 +62,7 @@ LAUNCH_TABLE: dict[tuple[str, ...], KernelLaunch] = {
     ("chunk_cb", "fp32", "sm80"): KernelLaunch(reduction_block=16, num_warps=8),
     ("chunk_scan", "fp32", "sm80"): KernelLaunch(headdim_block=32, step_block=32, reduction_block=32, num_warps=8),
     ("chunk_scan_bwd_dx", "fp32", "sm80"): KernelLaunch(step_block=32, reduction_block=16, num_warps=8),
-    ("chunk_scan_bwd_db", "fp32", "sm80"): KernelLaunch(step_block=32, reduction_block=32, num_warps=8),
+    ("chunk_scan_bwd_db", "fp32", "sm80"): KernelLaunch(chunk_block=32, reduction_block=32, num_warps=8),
     ("chunk_scan_bwd_dc", "fp32", "sm80"): KernelLaunch(step_block=32, reduction_block=16, num_warps=8),
     ("chunk_state_grad", "fp32", "sm80"): KernelLaunch(chunk_block=32, reduction_block=16, num_warps=8),
 }
