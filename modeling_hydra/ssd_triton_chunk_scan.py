@@ -4,8 +4,10 @@ One program computes a tile of output rows t of one chunk and head:
     y[t] = sum_{s in chunk} M[t, s] x[s]                                  (intra-chunk, both triangles and the diagonal)
          + exp(cum_f[t] - la_f[t]) C_f[t-1] . enter_f[c]                 (state entering from the left)
          + exp(cum_b[t] - la_b[t]) C_b[t+1] . enter_b[c]                 (state entering from the right)
-Column blocks left of the diagonal only need the forward triangle, blocks right of it only the backward one, so the
-intra-chunk work equals that of two causal scans while x is read once and y written once.
+The in-chunk pairs read the group's C.B products from `chunk_cb` (zero across sequence boundaries) and multiply them
+by this head's decays and step sizes (lower triangle: forward direction, upper: backward), so x is read once and y
+written once for both directions. With seq_idx, a row reads an entering state only if it belongs to the state's
+sequence (that of the token just before / after the chunk).
 """
 
 from __future__ import annotations
@@ -144,7 +146,8 @@ def chunk_scan(x, dt_f, dt_b, A, C_f, C_b, diag, cb, cum_f, cum_b, enter_f, ente
 
 
 def chunk_scan_ref(x, dt_f, dt_b, A, B_f, C_f, B_b, C_b, diag, cum_f, cum_b, enter_f, enter_b) -> torch.Tensor:
-    """Torch reference of `chunk_scan` (float32 math, x's dtype out)."""
+    """Torch reference of `chunk_scan` (float32 math, x's dtype out; C.B computed here, without sequence
+    boundaries)."""
     batch, seqlen, nheads, headdim = x.shape
     nchunks, chunk_size = cum_f.shape[2], cum_f.shape[3]
     chunks = lambda t: to_chunks(t, nchunks, chunk_size)

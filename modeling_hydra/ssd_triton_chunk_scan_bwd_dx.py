@@ -7,7 +7,8 @@ direction's output with respect to (dt[s] x[s]):
 (mirrored for the backward direction), where dstate[c] is the gradient of chunk c's own state (stage 2 in adjoint
 mode carried by stage 3). Then dx[s] = dt_f[s] g_f[s] + dt_b[s] g_b[s] + diag[s] dy[s], ddiag[s] = dy[s] . x[s] and
 ddt_exp[s] = x[s] . g[s] per direction (the dt gradient through the input factor only; stage 1's backward adds the
-part through the decays).
+part through the decays). The products B_f[s] . C_f[t-1] are read from `chunk_cb` (zero across sequence
+boundaries); one launch per direction, the second adding its part to dx.
 """
 
 from __future__ import annotations

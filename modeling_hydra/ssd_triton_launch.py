@@ -2,8 +2,10 @@
 
 The one table of these choices. Each was checked by compiling for sm_80 and sm_90 with Triton's own compiler and
 ptxas (scripts/triton_compile_matrix.py, tests/test_triton_compile.py): no register spills and shared memory within
-the per-block limit at headdim 64/128, d_state 64/128, chunk 128/256, float32/bfloat16/float16, with and without
-sequence boundaries. Tiles along the chunk stay at 64 rows (tensor-core sized) whenever the chunk allows.
+the per-block limit at headdim 64/128, d_state 64/128, chunk 128/256, ngroups 1/2, float32/bfloat16/float16, with
+and without sequence boundaries (sm_80 settings also fit the 99 KB of sm_86/sm_89). Tiles along the chunk stay at
+64 rows (tensor-core sized) whenever the chunk allows, except float32 on sm_80 (below). The choices rest on compile
+numbers only: no GPU was available to time alternatives (scripts/gpu_check.sh times the result).
 """
 
 from __future__ import annotations
@@ -39,10 +41,17 @@ class KernelLaunch:
 
 DEFAULT = KernelLaunch()
 # (kernel, "fp32" or "16bit"[, "sm80" or "sm90"]) -> settings; the entry with the target wins, missing: DEFAULT.
-# Why each differs from DEFAULT, from the compile check at headdim = d_state = 128, chunk 256 (registers per thread
-# of the heaviest build; 255 means spills): float32 dots run as tf32x3, whose split operands need about twice the
-# registers of 16-bit ones, so the float32 kernels take 8 warps; the backward kernels that loop over heads and
-# headdim inside a loop over the chunk reduce over headdim in steps of 32 (4 warps spill at any step size there).
+# Why each differs from DEFAULT (spill bytes per thread at headdim = d_state = 128, chunk 256, sm_90, seq_idx):
+# - chunk_state: all of headdim per program holds a (d_state, headdim) accumulator: 255 registers, spills in
+#   bfloat16 (4 B) and float32 (1504 B); 64 columns per program: 134 registers (bf16, 4 warps).
+# - 8 warps: at 4 warps the kernels spill in bfloat16 (chunk_scan_bwd_dx 32 B, _db 176 B, _dc 556 B,
+#   chunk_state_grad 196 B) and all float32 ones do (tf32x3 splits every operand in two: about twice the
+#   registers of 16-bit operands); chunk_scan bfloat16 fits 4 warps (182 registers), 8 leave more headroom (150).
+# - reduction_block 32: chunk_scan_bwd_db/_dc and chunk_state_grad in float32 still spill at 8 warps with steps of
+#   64 over headdim (664 / 884 / 316 B), not with 32.
+# - sm_80 float32: mma.sync keeps both split operands of every dot in registers; 64-row loop steps spill there
+#   (chunk_scan 736 B, chunk_scan_bwd_dx 76 B, _dc 48 B, _db at d_state 64: 28 B, chunk_state_grad 204 B), so these
+#   take 32-row steps or programs and steps of 16-32 over d_state/headdim (final: 128-255 registers, no spills).
 LAUNCH_TABLE: dict[tuple[str, ...], KernelLaunch] = {
     ("chunk_state", "16bit"): KernelLaunch(headdim_block=64),
     ("chunk_state", "fp32"): KernelLaunch(headdim_block=64, num_warps=8),

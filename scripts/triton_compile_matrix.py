@@ -68,7 +68,7 @@ def main(argv=None):
     else:
         rows = compile_targets_in_children(args, argv if argv is not None else sys.argv[1:])
     elapsed = time.perf_counter() - start
-    table = markdown_table(rows)
+    table = summary_table(rows) + "\n\n" + markdown_table(rows)
     print(table)
     failures = [r for r in rows if not r["ok"]]
     summary = (f"{len(rows)} kernel builds in {len(configs)} configurations, {elapsed:.0f} s, triton "
@@ -240,6 +240,24 @@ class StandInCompiler:
         number = lambda pattern: int(m.group(1)) if (m := re.search(pattern, log)) else 0
         return dict(registers=number(r"Used (\d+) registers"), spill_stores=number(r"(\d+) bytes spill stores"),
                     spill_loads=number(r"(\d+) bytes spill loads"), ptxas_ok=result.returncode == 0)
+
+
+def summary_table(rows) -> str:
+    """One line per kernel, target and dtype: the worst registers, spills and shared memory over all configurations
+    (headdim, d_state, chunk, ngroups, with and without seq_idx)."""
+    lines = ["| kernel | target | dtype | builds | warps | max registers | max spill bytes (st/ld) | max shared bytes "
+             "(limit) | ok |", "|---|---|---|---:|---|---:|---:|---:|---|"]
+    groups = {}
+    for r in rows:
+        groups.setdefault((r["kernel"], r["target"], r["dtype"]), []).append(r)
+    for (kernel, target, dtype), group in sorted(groups.items(), key=lambda item: (item[0][1], item[0][2],
+                                                                                   item[0][0])):
+        warps = "/".join(str(w) for w in sorted({r["num_warps"] for r in group}))
+        lines.append(f"| {kernel} | sm_{target} | {dtype} | {len(group)} | {warps} | "
+                     f"{max(r['registers'] for r in group)} | {max(r['spill_stores'] for r in group)}/"
+                     f"{max(r['spill_loads'] for r in group)} | {max(r['shared'] for r in group)} "
+                     f"({SHARED_LIMIT[target]}) | {'ok' if all(r['ok'] for r in group) else '**FAIL**'} |")
+    return "\n".join(lines)
 
 
 def markdown_table(rows) -> str:
