@@ -37,13 +37,14 @@ import sys
 import time
 
 GPU_SHAPES = dict(d_model=768, d_state=64, headdim=64, chunk_size=256, lengths=(512, 2048, 8192, 32768),
-                  tokens=65536, check_batch=2, check_seqlen=777, train_hidden=256, train_layers=2, train_seqlen=384)
+                  tokens=65536, check_batch=2, check_seqlen=777, dtypes=("float32", "bfloat16", "float16"),
+                  train_hidden=256, train_layers=2, train_seqlen=384, train_steps=5)
 DRY_SHAPES = dict(d_model=16, d_state=16, headdim=16, chunk_size=16, lengths=(20,), tokens=20, check_batch=2,
-                  check_seqlen=21, train_hidden=16, train_layers=1, train_seqlen=20)
+                  check_seqlen=21, dtypes=("float32", "bfloat16"), train_hidden=16, train_layers=1, train_seqlen=20,
+                  train_steps=2)
 # Relative RMS error against float64 allowed per input dtype (bfloat16/float16 round the inputs and outputs).
 TOLERANCE = {"float32": 1e-4, "bfloat16": 3e-2, "float16": 1e-2}
 NAMES = ("y", "x", "dt_f", "dt_b", "A", "B_f", "C_f", "B_b", "C_b", "diag")
-TRAIN_STEPS = 5
 
 
 def parse_args():
@@ -51,6 +52,8 @@ def parse_args():
     parser.add_argument("--dry-run", action="store_true", help="tiny shapes on CPU with Triton's interpreter")
     parser.add_argument("--device", default=None, help="cuda (default when available) or cpu (implies interpreter)")
     parser.add_argument("--lengths", type=int, nargs="*", default=None, help="sequence lengths to time")
+    parser.add_argument("--dtypes", nargs="*", default=None, choices=["float32", "bfloat16", "float16"],
+                        help="input dtypes of the correctness checks")
     parser.add_argument("--repeats", type=int, default=None, help="timed repetitions per cell (median reported)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed repetitions per cell")
     parser.add_argument("--skip", nargs="*", default=[], choices=["correctness", "precision", "training", "timing"])
@@ -73,6 +76,8 @@ def main():
     shapes = dict(DRY_SHAPES if args.dry_run else GPU_SHAPES)
     if args.lengths:
         shapes["lengths"] = tuple(args.lengths)
+    if args.dtypes:
+        shapes["dtypes"] = tuple(args.dtypes)
     repeats = args.repeats or (1 if args.dry_run else 10)
     warmup = args.warmup if args.warmup is not None else (0 if args.dry_run else 2)
     bench = KernelBench(torch, device, shapes, repeats, warmup)
@@ -234,7 +239,7 @@ class KernelBench:
         torch, s = self.torch, self.shapes
         batch, seqlen = s["check_batch"], s["check_seqlen"]  # seqlen off the chunk grid
         rows = []
-        for dtype_name in ("float32", "bfloat16", "float16"):
+        for dtype_name in s["dtypes"]:
             dtype = getattr(torch, dtype_name)
             for name, backend in self.backends.items():
                 for layout in ("padded", "packed"):
@@ -312,7 +317,7 @@ class KernelBench:
     # ------------------------------------------------------------------ (c) training steps
 
     def training(self):
-        """TRAIN_STEPS AdamW steps of a small classifier from one init on the same batches: triton in float32 and
+        """A few AdamW steps of a small classifier from one init on the same batches: triton in float32 and
         under bfloat16 autocast, each against the torch backend in float32 (losses of every step, and the gradients
         of the first step)."""
         torch, s = self.torch, self.shapes
@@ -323,7 +328,7 @@ class KernelBench:
                       hidden_dropout_prob=0.0)
         g = torch.Generator().manual_seed(0)
         batches = []
-        for _ in range(TRAIN_STEPS):
+        for _ in range(s["train_steps"]):
             ids = torch.randint(1, 1000, (4, s["train_seqlen"]), generator=g)
             mask = torch.ones_like(ids)
             mask[1, s["train_seqlen"] // 2:] = 0  # one padded row
@@ -363,7 +368,7 @@ class KernelBench:
                 loss_error = max(abs(a - b) / max(abs(b), 1e-6) for a, b in zip(losses, reference_losses))
                 return {"loss": loss_error, "first-step gradients": rel_rms(torch, grads, reference_grads)}
 
-            row = {"check": f"{TRAIN_STEPS} AdamW steps, {'bf16 autocast' if autocast else 'float32'} vs torch "
+            row = {"check": f"{s['train_steps']} AdamW steps, {'bf16 autocast' if autocast else 'float32'} vs torch "
                             "float32", "backend": "triton", "dtype": "bfloat16" if autocast else "float32",
                    "seqlen": s["train_seqlen"]}
             rows.append(checked(row, compare, tolerance))

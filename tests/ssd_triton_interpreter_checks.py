@@ -324,7 +324,8 @@ def test_model_with_triton_backend_matches_torch_backend(kernels):
         result = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels)
         result.loss.backward()
         out[name] = (result.logits, {n: p.grad for n, p in model.named_parameters() if p.grad is not None})
-    assert rel_rms(out["triton"][0], out["torch"][0]) < 1e-5
+    real = attention_mask.bool()  # the padding-free path leaves zeros at padded positions, the padded path does not
+    assert rel_rms(out["triton"][0][real], out["torch"][0][real]) < 1e-5
     assert out["triton"][1].keys() == out["torch"][1].keys()
     for name, grad in out["torch"][1].items():
         assert rel_rms(out["triton"][1][name], grad) < 1e-4, name
