@@ -1,6 +1,8 @@
 """Checks of the Triton bidirectional SSD in Triton's CPU interpreter, run by test_ssd_triton.py in a child process:
 every stage kernel against its torch `_ref`, the whole autograd Function (forward and all nine input gradients)
-against the torch path in float64, and a model with ssd_backend="triton" against ssd_backend="torch".
+against the torch path in float64, sequence boundaries (seq_idx) against every sequence run alone through the
+float64 torch path and against the block-diagonal matrix of spec §3b, the block sizes of the sm_80 and sm_90
+launch tables, and a model with ssd_backend="triton" against ssd_backend="torch".
 
 TRITON_INTERPRET=1 must be set before `triton` is first imported (triton.language's own jit functions, tl.sum and
 tl.cumsum among them, are built then, and transformers imports triton through torch._dynamo), hence the child
@@ -263,7 +265,7 @@ def test_sequence_boundaries_match_each_sequence_alone(kernels, packing):
     lengths_per_row = PACKINGS[packing]
     chunk_size = PACKING_CHUNK.get(packing, 16)
     seqlen = sum(lengths_per_row[0])
-    inputs = [t.requires_grad_() for t in ssd_inputs(seqlen=seqlen, ngroups=2, pad_from=None)]
+    inputs = [t.requires_grad_() for t in ssd_inputs(seqlen=seqlen, nheads=2, ngroups=2, pad_from=None)]
     seq_idx = seq_idx_of(lengths_per_row)
     dy = torch.randn(inputs[0].shape)
     results = forward_and_gradients(kernels.ssd_triton.ssd_bidirectional_triton, inputs, dy, chunk_size,
@@ -299,11 +301,11 @@ def test_block_choices_of_each_target_with_several_steps_over_headdim_and_d_stat
 
 
 def test_one_sequence_per_row_equals_no_seq_idx(kernels):
-    inputs = [t.requires_grad_() for t in ssd_inputs(seqlen=40, ngroups=2, pad_from=29)]
+    inputs = [t.requires_grad_() for t in ssd_inputs(seqlen=24, nheads=2, ngroups=1, pad_from=19)]
     dy = torch.randn(inputs[0].shape)
     ssd = kernels.ssd_triton.ssd_bidirectional_triton
     without = forward_and_gradients(ssd, inputs, dy, 16)
-    with_zeros = forward_and_gradients(ssd, inputs, dy, 16, seq_idx=torch.zeros(2, 40, dtype=torch.int32))
+    with_zeros = forward_and_gradients(ssd, inputs, dy, 16, seq_idx=torch.zeros(2, 24, dtype=torch.int32))
     assert_close(with_zeros, without, 1e-6)
 
 
