@@ -13,6 +13,7 @@ Precision of the dots (`dot_config`):
   faster than float32 on CUDA cores (which is also what made the "ieee" dots spill). When the user allows reduced
   precision for float32 matmuls (`torch.set_float32_matmul_precision("high")` or "medium", as
   `torch.backends.cuda.matmul.allow_tf32 = True` does), the dots run as plain "tf32", as torch's own matmuls then do.
+- GPUs before sm_80 have no TF32: float32 dots run as "ieee" there (CUDA cores; untested, no compile check).
 - Triton's CPU interpreter ignores input_precision (it multiplies in numpy float32), so on CPU every setting gives
   float32 results; the GPU check (scripts/gpu_check.sh) measures the tf32x3 accuracy on a GPU.
 - float64 inputs are computed in float32 (ssd_bidirectional_triton casts them).
@@ -75,4 +76,5 @@ def dot_config(dtype: torch.dtype, kernel) -> dict:
     operand = {torch.float16: tl.float16, torch.bfloat16: tl.bfloat16}.get(dtype, tl.float32)
     if dtype == torch.bfloat16 and is_interpreted(kernel):
         operand = tl.float32
-    return dict(DOT_DTYPE=operand, PRECISION=float32_dot_precision())
+    precision = float32_dot_precision() if target_arch(kernel) >= 80 else "ieee"
+    return dict(DOT_DTYPE=operand, PRECISION=precision)
