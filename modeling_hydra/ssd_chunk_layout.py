@@ -1,6 +1,6 @@
-"""Torch helpers for the chunked layout of the bidirectional SSD, shared by the torch kernel and the `_ref`
-references of the Triton stages: zero padding to the chunk grid, the shifted C of each direction, groups expanded
-to heads, and the in-chunk pair decays."""
+"""Torch helpers for the chunked layout of the bidirectional SSD, shared by the `_ref` references of the Triton
+stages: zero padding to the chunk grid, the shifted C of each direction, groups expanded to heads, and the in-chunk
+pair decays."""
 
 import torch
 import torch.nn.functional as F

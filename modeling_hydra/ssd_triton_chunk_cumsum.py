@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 
 from .ssd_triton_runtime import block_size, tl, triton_jit
+from .ssd_triton_tiles import chunk_base
 
 
 @triton_jit
@@ -26,15 +27,17 @@ def _chunk_cumsum_kernel(
     pid_c = tl.program_id(1)
     offs_h = tl.program_id(2) * BLOCK_H + tl.arange(0, BLOCK_H)
     offs_q = tl.arange(0, BLOCK_Q)
-    rows = pid_c * chunk_size + offs_q
+    chunk_start = pid_c * chunk_size
     mask_h = offs_h < nheads
     mask_q = offs_q < chunk_size
-    dt = tl.load(dt_ptr + pid_b * stride_dt_b + rows[None, :] * stride_dt_l + offs_h[:, None] * stride_dt_h,
-                 mask=mask_h[:, None] & (mask_q & (rows < seqlen))[None, :], other=0.0).to(tl.float32)
+    dt = tl.load(chunk_base(dt_ptr, pid_b, stride_dt_b, chunk_start, stride_dt_l) + offs_q[None, :] * stride_dt_l
+                 + offs_h[:, None] * stride_dt_h,
+                 mask=mask_h[:, None] & (mask_q & (chunk_start + offs_q < seqlen))[None, :], other=0.0).to(tl.float32)
     A = tl.load(A_ptr + offs_h, mask=mask_h, other=0.0).to(tl.float32)
     cum = tl.cumsum(dt * A[:, None], axis=1, reverse=REVERSE)  # (BLOCK_H, BLOCK_Q)
-    out = cum_ptr + ((pid_b * nheads + offs_h[:, None]) * nchunks + pid_c) * chunk_size + offs_q[None, :]
-    tl.store(out, cum, mask=mask_h[:, None] & mask_q[None, :])
+    out = cum_ptr + (pid_b * nheads * nchunks + pid_c) * chunk_size
+    tl.store(out + offs_h[:, None] * (nchunks * chunk_size) + offs_q[None, :], cum,
+             mask=mask_h[:, None] & mask_q[None, :])
 
 
 @triton_jit
@@ -61,13 +64,14 @@ def _chunk_cumsum_bwd_kernel(
             c = i
         else:
             c = nchunks - 1 - i
-        rows = c * chunk_size + offs_q
-        mask_t = mask_h[:, None] & (mask_q & (rows < seqlen))[None, :]
-        dt = tl.load(dt_ptr + pid_b * stride_dt_b + rows[None, :] * stride_dt_l + offs_h[:, None] * stride_dt_h,
-                     mask=mask_t, other=0.0).to(tl.float32)
-        buf = ((pid_b * nheads + offs_h[:, None]) * nchunks + c) * chunk_size + offs_q[None, :]
-        R = tl.load(rowgrad_ptr + buf, mask=mask_t, other=0.0)
-        ddt_exp = tl.load(ddt_exp_ptr + buf, mask=mask_t, other=0.0)
+        chunk_start = c * chunk_size
+        mask_t = mask_h[:, None] & (mask_q & (chunk_start + offs_q < seqlen))[None, :]
+        dt = tl.load(chunk_base(dt_ptr, pid_b, stride_dt_b, chunk_start, stride_dt_l) + offs_q[None, :] * stride_dt_l
+                     + offs_h[:, None] * stride_dt_h, mask=mask_t, other=0.0).to(tl.float32)
+        buf = (pid_b * nheads * nchunks + c) * chunk_size  # this chunk of head 0 in the (batch, nheads, nchunks, Q)
+        tile = offs_h[:, None] * (nchunks * chunk_size) + offs_q[None, :]
+        R = tl.load(rowgrad_ptr + buf + tile, mask=mask_t, other=0.0)
+        ddt_exp = tl.load(ddt_exp_ptr + buf + tile, mask=mask_t, other=0.0)
         K = dt * ddt_exp
         D = R - K
         if REVERSE:
@@ -77,8 +81,8 @@ def _chunk_cumsum_bwd_kernel(
         dla = carry[:, None] + beyond - K  # (BLOCK_H, BLOCK_Q)
         carry += tl.sum(D, axis=1)
         dA += tl.sum(dla * dt, axis=1)
-        tl.store(ddt_ptr + pid_b * stride_ddt_b + rows[None, :] * stride_ddt_l + offs_h[:, None] * stride_ddt_h,
-                 ddt_exp + A[:, None] * dla, mask=mask_t)
+        tl.store(chunk_base(ddt_ptr, pid_b, stride_ddt_b, chunk_start, stride_ddt_l) + offs_q[None, :] * stride_ddt_l
+                 + offs_h[:, None] * stride_ddt_h, ddt_exp + A[:, None] * dla, mask=mask_t)
     tl.store(dA_ptr + pid_b * nheads + offs_h, dA, mask=mask_h)
 
 
@@ -120,7 +124,7 @@ def chunk_cumsum_bwd(dt, A, rowgrad, ddt_exp, reverse: bool):
     ddt = torch.empty(batch, seqlen, nheads, device=dt.device, dtype=torch.float32)
     dA = torch.empty(batch, nheads, device=dt.device, dtype=torch.float32)
     block_q = block_size(chunk_size)
-    block_h = max(1, min(block_size(nheads, floor=1), 4096 // block_q))
+    block_h = max(1, min(block_size(nheads, floor=1), 1024 // block_q))  # 1024 elements per array: no spills
     grid = (batch, -(-nheads // block_h))
     _chunk_cumsum_bwd_kernel[grid](
         dt, A, rowgrad, ddt_exp, ddt, dA, seqlen, nheads, chunk_size, nchunks, *dt.stride(), *ddt.stride(),

@@ -5,10 +5,12 @@ Per head h and direction (forward written; the backward direction mirrors triang
              + exp(cum[t] - la[t]) dy[t] . enter[c]                           (gradient of the shifted C row t)
     dB[s]  = dt[s] ( sum_{t > s in chunk} (x[s] . dy[t]) exp(cum[t] - la[t] - cum[s]) Cs[t]
              + exp(tot - cum[s]) x[s] . dstate[c] )
-The dC kernel also writes rowgrad[t] = Cs[t] . dCs_h[t] per head (the sum of the loss weights of all pairs with
-output row t), which stage 1's backward needs for the decay gradients. One program loops over the heads of its
-group, so the group sums need no atomics. dCs row t belongs to C_f[t - 1] and C_b[t + 1]: the caller passes
-output views shifted accordingly.
+The terms through the chunk states come from chunk_state_grad (ssd_triton_chunk_state_grad.py); the kernels here add
+the in-chunk sums, one launch per direction. The dC kernel also completes rowgrad[t] = Cs[t] . dCs_h[t] per head
+(the sum of the loss weights of all pairs with output row t), which stage 1's backward needs for the decay
+gradients; inside the chunk it sums it from the C.B products of `chunk_cb`. One program loops over the heads of its
+group, so the group sums need no atomics. dCs row t belongs to C_f[t - 1] and C_b[t + 1]: the caller passes output
+views shifted accordingly.
 """
 
 from __future__ import annotations
@@ -16,24 +18,28 @@ from __future__ import annotations
 import torch
 
 from .ssd_chunk_layout import groups_to_heads, pair_decays, shift_rows, to_chunks
-from .ssd_triton_runtime import block_size, dot_config, tl, triton_jit
-from .ssd_triton_tiles import load_decay_rows, load_shifted_rows, load_state_tiles
+from .ssd_triton_chunk_state_grad import chunk_state_grad
+from .ssd_triton_launch import launch_config, seq_strides
+from .ssd_triton_runtime import dot_config, tl, triton_jit
+from .ssd_triton_tiles import chunk_base, load_decay_rows, load_seq_ids, load_shifted_rows
 
 
 @triton_jit
 def _chunk_scan_bwd_dc_kernel(
-    x_ptr, dy_ptr, dtf_ptr, dtb_ptr, A_ptr, Bf_ptr, Cf_ptr, Bb_ptr, Cb_ptr,
-    cumf_ptr, cumb_ptr, enterf_ptr, enterb_ptr, dCsf_ptr, dCsb_ptr, rowf_ptr, rowb_ptr,
-    seqlen, nheads, heads_per_group, d_state, headdim, chunk_size, nchunks,
+    x_ptr, dy_ptr, dt_ptr, A_ptr, B_ptr, seq_ptr, cb_ptr, cum_ptr, init_ptr, dCs_ptr, rowgrad_ptr,
+    seqlen, nheads, heads_per_group, ngroups, d_state, headdim, chunk_size, nchunks,
     stride_x_b, stride_x_l, stride_x_h, stride_x_p, stride_dy_b, stride_dy_l, stride_dy_h, stride_dy_p,
-    stride_dtf_b, stride_dtf_l, stride_dtf_h, stride_dtb_b, stride_dtb_l, stride_dtb_h,
-    stride_Bf_b, stride_Bf_l, stride_Bf_g, stride_Bf_n, stride_Cf_b, stride_Cf_l, stride_Cf_g, stride_Cf_n,
-    stride_Bb_b, stride_Bb_l, stride_Bb_g, stride_Bb_n, stride_Cb_b, stride_Cb_l, stride_Cb_g, stride_Cb_n,
-    stride_dCsf_b, stride_dCsf_l, stride_dCsf_g, stride_dCsf_n,
-    stride_dCsb_b, stride_dCsb_l, stride_dCsb_g, stride_dCsb_n,
-    BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_P: tl.constexpr,
+    stride_dt_b, stride_dt_l, stride_dt_h, stride_B_b, stride_B_l, stride_B_g, stride_B_n,
+    stride_seq_b, stride_seq_l, stride_init_b, stride_init_l, stride_init_g, stride_init_n,
+    stride_dCs_b, stride_dCs_l, stride_dCs_g, stride_dCs_n,
+    REVERSE: tl.constexpr, HAS_SEQ_IDX: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_PS: tl.constexpr,
     DOT_DTYPE: tl.constexpr, PRECISION: tl.constexpr,
 ):
+    # One direction (REVERSE=False: the forward one, pairs s < t, row t reads C[t - 1]); rows t of one chunk and
+    # group, starting from the state part (init, rowgrad) of chunk_state_grad. Products over headdim run in steps of
+    # BLOCK_PS. rowgrad[t], the sum of the loss weights W[t, s] = (dy[t] . x[s]) M[t, s] of row t, adds
+    # W = weight * cb inside the chunk, so no per-head (BLOCK_M, d_state) gradient is held.
     pid_bc = tl.program_id(0)
     pid_b = (pid_bc // nchunks).to(tl.int64)
     pid_c = pid_bc % nchunks
@@ -41,91 +47,86 @@ def _chunk_scan_bwd_dc_kernel(
     pid_g = tl.program_id(2)
     offs_m = m0 + tl.arange(0, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
-    offs_p = tl.arange(0, BLOCK_P)
     mask_n = offs_n < d_state
-    mask_p = offs_p < headdim
-    t = pid_c * chunk_size + offs_m
+    chunk_start = pid_c * chunk_size
+    t = chunk_start + offs_m
     valid_t = (offs_m < chunk_size) & (t < seqlen)
+    B_base = chunk_base(B_ptr, pid_b, stride_B_b, chunk_start, stride_B_l) + pid_g * stride_B_g
+    cb_base = cb_ptr + ((pid_b * nchunks + pid_c) * ngroups + pid_g) * chunk_size * chunk_size
 
-    Csf = load_shifted_rows(Cf_ptr + pid_b * stride_Cf_b + pid_g * stride_Cf_g, t, valid_t, seqlen, stride_Cf_l,
-                            offs_n, mask_n, stride_Cf_n, SHIFT=-1, TRANSPOSED=False).to(tl.float32)
-    Csb = load_shifted_rows(Cb_ptr + pid_b * stride_Cb_b + pid_g * stride_Cb_g, t, valid_t, seqlen, stride_Cb_l,
-                            offs_n, mask_n, stride_Cb_n, SHIFT=1, TRANSPOSED=False).to(tl.float32)
-    Bf_base = Bf_ptr + pid_b * stride_Bf_b + pid_g * stride_Bf_g
-    Bb_base = Bb_ptr + pid_b * stride_Bb_b + pid_g * stride_Bb_g
-    group_f = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    group_b = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    if HAS_SEQ_IDX:
+        seq_row0 = seq_ptr + pid_b * stride_seq_b
+        seq_base = chunk_base(seq_ptr, pid_b, stride_seq_b, chunk_start, stride_seq_l)
+        seq_t = load_seq_ids(seq_base, offs_m, valid_t, stride_seq_l)
+    if REVERSE:
+        k_lo = (m0 // BLOCK_K) * BLOCK_K
+        k_hi = chunk_size
+    else:
+        k_lo = 0
+        k_hi = m0 + BLOCK_M
+
+    mask_tn = valid_t[:, None] & mask_n[None, :]
+    init_base = chunk_base(init_ptr, pid_b, stride_init_b, chunk_start, stride_init_l) + pid_g * stride_init_g
+    group = tl.load(init_base + offs_m[:, None] * stride_init_l + offs_n[None, :] * stride_init_n, mask=mask_tn,
+                    other=0.0)
     for hh in range(heads_per_group):
         pid_h = pid_g * heads_per_group + hh
         A = tl.load(A_ptr + pid_h).to(tl.float32)
         cum_off = ((pid_b * nheads + pid_h) * nchunks + pid_c) * chunk_size
-        dtf_base = dtf_ptr + pid_b * stride_dtf_b + pid_h * stride_dtf_h
-        dtb_base = dtb_ptr + pid_b * stride_dtb_b + pid_h * stride_dtb_h
-        x_base = x_ptr + pid_b * stride_x_b + pid_h * stride_x_h
-        dy_t = tl.load(dy_ptr + pid_b * stride_dy_b + pid_h * stride_dy_h + t[:, None] * stride_dy_l
-                       + offs_p[None, :] * stride_dy_p, mask=valid_t[:, None] & mask_p[None, :],
-                       other=0.0).to(DOT_DTYPE)
-        cumxf_t = tl.load(cumf_ptr + cum_off + offs_m, mask=offs_m < chunk_size, other=0.0) \
-            - A * tl.load(dtf_base + t * stride_dtf_l, mask=valid_t, other=0.0).to(tl.float32)
-        cumxb_t = tl.load(cumb_ptr + cum_off + offs_m, mask=offs_m < chunk_size, other=0.0) \
-            - A * tl.load(dtb_base + t * stride_dtb_l, mask=valid_t, other=0.0).to(tl.float32)
+        dt_base = chunk_base(dt_ptr, pid_b, stride_dt_b, chunk_start, stride_dt_l) + pid_h * stride_dt_h
+        x_base = chunk_base(x_ptr, pid_b, stride_x_b, chunk_start, stride_x_l) + pid_h * stride_x_h
+        dy_base = chunk_base(dy_ptr, pid_b, stride_dy_b, chunk_start, stride_dy_l) + pid_h * stride_dy_h
+        dt_t, cum_t = load_decay_rows(dt_base, stride_dt_l, offs_m, valid_t, cum_ptr + cum_off, chunk_size)
+        cumx_t = cum_t - A * dt_t
+        rowgrad = tl.load(rowgrad_ptr + cum_off + offs_m, mask=offs_m < chunk_size, other=0.0)
 
-        state_off = ((pid_b * nchunks + pid_c) * nheads + pid_h) * d_state * headdim
-        enter_f, enter_b = load_state_tiles(enterf_ptr, enterb_ptr, state_off, offs_n, offs_p, mask_n, mask_p,
-                                            headdim, TRANSPOSED=True, DOT_DTYPE=DOT_DTYPE)  # (BLOCK_P, BLOCK_N)
-        grad_f = tl.dot(dy_t, enter_f, input_precision=PRECISION) * tl.exp(cumxf_t)[:, None]
-        grad_b = tl.dot(dy_t, enter_b, input_precision=PRECISION) * tl.exp(cumxb_t)[:, None]
-
-        for k0 in range(0, chunk_size, BLOCK_K):
+        for k0 in range(k_lo, k_hi, BLOCK_K):
             offs_k = k0 + tl.arange(0, BLOCK_K)
-            s = pid_c * chunk_size + offs_k
+            s = chunk_start + offs_k
             valid_s = (offs_k < chunk_size) & (s < seqlen)
-            x_s = tl.load(x_base + s[None, :] * stride_x_l + offs_p[:, None] * stride_x_p,
-                          mask=mask_p[:, None] & valid_s[None, :], other=0.0).to(DOT_DTYPE)  # (BLOCK_P, BLOCK_K)
-            pair = tl.dot(dy_t, x_s, input_precision=PRECISION)  # (BLOCK_M t, BLOCK_K s): dy[t] . x[s]
-            if k0 < m0 + BLOCK_M:  # some s < t: forward triangle
-                dtf_s, cumf_s = load_decay_rows(dtf_base, stride_dtf_l, s, valid_s,
-                                                cumf_ptr + cum_off, offs_k, chunk_size)
-                lower = (offs_m[:, None] > offs_k[None, :]) & valid_s[None, :]
-                decay = tl.exp(tl.where(lower, cumxf_t[:, None] - cumf_s[None, :], float("-inf")))
-                Bf = tl.load(Bf_base + s[:, None] * stride_Bf_l + offs_n[None, :] * stride_Bf_n,
-                             mask=valid_s[:, None] & mask_n[None, :], other=0.0).to(DOT_DTYPE)
-                weight = (pair * decay * dtf_s[None, :]).to(DOT_DTYPE)
-                grad_f += tl.dot(weight, Bf, input_precision=PRECISION)
-            if k0 + BLOCK_K > m0:  # some s > t: backward triangle
-                dtb_s, cumb_s = load_decay_rows(dtb_base, stride_dtb_l, s, valid_s,
-                                                cumb_ptr + cum_off, offs_k, chunk_size)
-                upper = (offs_m[:, None] < offs_k[None, :]) & valid_s[None, :]
-                decay = tl.exp(tl.where(upper, cumxb_t[:, None] - cumb_s[None, :], float("-inf")))
-                Bb = tl.load(Bb_base + s[:, None] * stride_Bb_l + offs_n[None, :] * stride_Bb_n,
-                             mask=valid_s[:, None] & mask_n[None, :], other=0.0).to(DOT_DTYPE)
-                weight = (pair * decay * dtb_s[None, :]).to(DOT_DTYPE)
-                grad_b += tl.dot(weight, Bb, input_precision=PRECISION)
+            pair = tl.zeros((BLOCK_M, BLOCK_K), dtype=tl.float32)  # dy[t] . x[s]
+            for p0 in range(0, headdim, BLOCK_PS):
+                offs_p = p0 + tl.arange(0, BLOCK_PS)
+                mask_p = offs_p < headdim
+                dy_t = tl.load(dy_base + offs_m[:, None] * stride_dy_l + offs_p[None, :] * stride_dy_p,
+                               mask=valid_t[:, None] & mask_p[None, :], other=0.0).to(DOT_DTYPE)
+                x_s = tl.load(x_base + offs_k[None, :] * stride_x_l + offs_p[:, None] * stride_x_p,
+                              mask=mask_p[:, None] & valid_s[None, :], other=0.0).to(DOT_DTYPE)  # (BLOCK_PS, BLOCK_K)
+                pair += tl.dot(dy_t, x_s, input_precision=PRECISION)
+            if REVERSE:
+                pair_ok = (offs_m[:, None] < offs_k[None, :]) & valid_s[None, :]
+            else:
+                pair_ok = (offs_m[:, None] > offs_k[None, :]) & valid_s[None, :]
+            if HAS_SEQ_IDX:
+                pair_ok = pair_ok & (seq_t[:, None] == load_seq_ids(seq_base, offs_k, valid_s, stride_seq_l)[None, :])
+            dt_s, cum_s = load_decay_rows(dt_base, stride_dt_l, offs_k, valid_s, cum_ptr + cum_off, chunk_size)
+            decay = tl.exp(tl.minimum(cumx_t[:, None] - cum_s[None, :], 0.0))
+            weight = tl.where(pair_ok, pair * decay * dt_s[None, :], 0.0)
+            cb = tl.load(cb_base + offs_m[:, None] * chunk_size + offs_k[None, :],
+                         mask=(offs_m < chunk_size)[:, None] & (offs_k < chunk_size)[None, :], other=0.0)
+            rowgrad += tl.sum(weight * cb, axis=1)
+            B_s = tl.load(B_base + offs_k[:, None] * stride_B_l + offs_n[None, :] * stride_B_n,
+                          mask=valid_s[:, None] & mask_n[None, :], other=0.0).to(DOT_DTYPE)
+            group += tl.dot(weight.to(DOT_DTYPE), B_s, input_precision=PRECISION)
+        tl.store(rowgrad_ptr + cum_off + offs_m, rowgrad, mask=offs_m < chunk_size)
 
-        tl.store(rowf_ptr + cum_off + offs_m, tl.sum(grad_f * Csf, axis=1), mask=offs_m < chunk_size)
-        tl.store(rowb_ptr + cum_off + offs_m, tl.sum(grad_b * Csb, axis=1), mask=offs_m < chunk_size)
-        group_f += grad_f
-        group_b += grad_b
-
-    mask_tn = valid_t[:, None] & mask_n[None, :]
-    tl.store(dCsf_ptr + pid_b * stride_dCsf_b + pid_g * stride_dCsf_g + t[:, None] * stride_dCsf_l
-             + offs_n[None, :] * stride_dCsf_n, group_f, mask=mask_tn)
-    tl.store(dCsb_ptr + pid_b * stride_dCsb_b + pid_g * stride_dCsb_g + t[:, None] * stride_dCsb_l
-             + offs_n[None, :] * stride_dCsb_n, group_b, mask=mask_tn)
+    dCs_base = chunk_base(dCs_ptr, pid_b, stride_dCs_b, chunk_start, stride_dCs_l) + pid_g * stride_dCs_g
+    tl.store(dCs_base + offs_m[:, None] * stride_dCs_l + offs_n[None, :] * stride_dCs_n, group, mask=mask_tn)
 
 
 @triton_jit
 def _chunk_scan_bwd_db_kernel(
-    x_ptr, dy_ptr, dtf_ptr, dtb_ptr, A_ptr, Cf_ptr, Cb_ptr,
-    cumf_ptr, cumb_ptr, dstatef_ptr, dstateb_ptr, dBf_ptr, dBb_ptr,
+    x_ptr, dy_ptr, dt_ptr, A_ptr, C_ptr, seq_ptr, cum_ptr, init_ptr, dB_ptr,
     seqlen, nheads, heads_per_group, d_state, headdim, chunk_size, nchunks,
     stride_x_b, stride_x_l, stride_x_h, stride_x_p, stride_dy_b, stride_dy_l, stride_dy_h, stride_dy_p,
-    stride_dtf_b, stride_dtf_l, stride_dtf_h, stride_dtb_b, stride_dtb_l, stride_dtb_h,
-    stride_Cf_b, stride_Cf_l, stride_Cf_g, stride_Cf_n, stride_Cb_b, stride_Cb_l, stride_Cb_g, stride_Cb_n,
-    stride_dBf_b, stride_dBf_l, stride_dBf_g, stride_dBf_n, stride_dBb_b, stride_dBb_l, stride_dBb_g, stride_dBb_n,
-    BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_P: tl.constexpr,
+    stride_dt_b, stride_dt_l, stride_dt_h, stride_C_b, stride_C_l, stride_C_g, stride_C_n, stride_seq_b, stride_seq_l,
+    stride_init_b, stride_init_l, stride_init_g, stride_init_n, stride_dB_b, stride_dB_l, stride_dB_g, stride_dB_n,
+    REVERSE: tl.constexpr, HAS_SEQ_IDX: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_PS: tl.constexpr,
     DOT_DTYPE: tl.constexpr, PRECISION: tl.constexpr,
 ):
+    # One direction (REVERSE=False: the forward one, pairs t > s); input rows s of one chunk and group, starting
+    # from the state part (init) of chunk_state_grad. Products over headdim run in steps of BLOCK_PS.
     pid_bc = tl.program_id(0)
     pid_b = (pid_bc // nchunks).to(tl.int64)
     pid_c = pid_bc % nchunks
@@ -133,117 +134,123 @@ def _chunk_scan_bwd_db_kernel(
     pid_g = tl.program_id(2)
     offs_m = m0 + tl.arange(0, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
-    offs_p = tl.arange(0, BLOCK_P)
     mask_n = offs_n < d_state
-    mask_p = offs_p < headdim
-    s = pid_c * chunk_size + offs_m
+    chunk_start = pid_c * chunk_size
+    s = chunk_start + offs_m
     valid_s = (offs_m < chunk_size) & (s < seqlen)
+    C_base = chunk_base(C_ptr, pid_b, stride_C_b, chunk_start, stride_C_l) + pid_g * stride_C_g
 
-    Cf_base = Cf_ptr + pid_b * stride_Cf_b + pid_g * stride_Cf_g
-    Cb_base = Cb_ptr + pid_b * stride_Cb_b + pid_g * stride_Cb_g
-    group_f = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    group_b = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    if REVERSE:
+        k_lo = 0
+        k_hi = m0 + BLOCK_M
+    else:
+        k_lo = (m0 // BLOCK_K) * BLOCK_K
+        k_hi = chunk_size
+    if HAS_SEQ_IDX:
+        seq_row0 = seq_ptr + pid_b * stride_seq_b
+        seq_base = chunk_base(seq_ptr, pid_b, stride_seq_b, chunk_start, stride_seq_l)
+        seq_s = load_seq_ids(seq_base, offs_m, valid_s, stride_seq_l)
+
+    mask_sn = valid_s[:, None] & mask_n[None, :]
+    init_base = chunk_base(init_ptr, pid_b, stride_init_b, chunk_start, stride_init_l) + pid_g * stride_init_g
+    group = tl.load(init_base + offs_m[:, None] * stride_init_l + offs_n[None, :] * stride_init_n, mask=mask_sn,
+                    other=0.0)
     for hh in range(heads_per_group):
         pid_h = pid_g * heads_per_group + hh
         A = tl.load(A_ptr + pid_h).to(tl.float32)
         cum_off = ((pid_b * nheads + pid_h) * nchunks + pid_c) * chunk_size
-        dtf_base = dtf_ptr + pid_b * stride_dtf_b + pid_h * stride_dtf_h
-        dtb_base = dtb_ptr + pid_b * stride_dtb_b + pid_h * stride_dtb_h
-        dy_base = dy_ptr + pid_b * stride_dy_b + pid_h * stride_dy_h
-        x_s = tl.load(x_ptr + pid_b * stride_x_b + pid_h * stride_x_h + s[:, None] * stride_x_l
-                      + offs_p[None, :] * stride_x_p, mask=valid_s[:, None] & mask_p[None, :],
-                      other=0.0).to(DOT_DTYPE)
-        dtf_s, cumf_s = load_decay_rows(dtf_base, stride_dtf_l, s, valid_s, cumf_ptr + cum_off, offs_m, chunk_size)
-        dtb_s, cumb_s = load_decay_rows(dtb_base, stride_dtb_l, s, valid_s, cumb_ptr + cum_off, offs_m, chunk_size)
-        totf = tl.load(cumf_ptr + cum_off + chunk_size - 1)
-        totb = tl.load(cumb_ptr + cum_off)
+        dt_base = chunk_base(dt_ptr, pid_b, stride_dt_b, chunk_start, stride_dt_l) + pid_h * stride_dt_h
+        x_base = chunk_base(x_ptr, pid_b, stride_x_b, chunk_start, stride_x_l) + pid_h * stride_x_h
+        dy_base = chunk_base(dy_ptr, pid_b, stride_dy_b, chunk_start, stride_dy_l) + pid_h * stride_dy_h
+        dt_s, cum_s = load_decay_rows(dt_base, stride_dt_l, offs_m, valid_s, cum_ptr + cum_off, chunk_size)
 
-        state_off = ((pid_b * nchunks + pid_c) * nheads + pid_h) * d_state * headdim
-        dstate_f, dstate_b = load_state_tiles(dstatef_ptr, dstateb_ptr, state_off, offs_n, offs_p, mask_n, mask_p,
-                                              headdim, TRANSPOSED=True, DOT_DTYPE=DOT_DTYPE)  # (BLOCK_P, BLOCK_N)
-        grad_f = tl.dot(x_s, dstate_f, input_precision=PRECISION) * tl.exp(totf - cumf_s)[:, None]
-        grad_b = tl.dot(x_s, dstate_b, input_precision=PRECISION) * tl.exp(totb - cumb_s)[:, None]
-
-        for k0 in range(0, chunk_size, BLOCK_K):
+        for k0 in range(k_lo, k_hi, BLOCK_K):
             offs_k = k0 + tl.arange(0, BLOCK_K)
-            t = pid_c * chunk_size + offs_k
+            t = chunk_start + offs_k
             valid_t = (offs_k < chunk_size) & (t < seqlen)
-            dy_t = tl.load(dy_base + t[None, :] * stride_dy_l + offs_p[:, None] * stride_dy_p,
-                           mask=mask_p[:, None] & valid_t[None, :], other=0.0).to(DOT_DTYPE)  # (BLOCK_P, BLOCK_K)
-            pair = tl.dot(x_s, dy_t, input_precision=PRECISION)  # (BLOCK_M s, BLOCK_K t): x[s] . dy[t]
-            if k0 + BLOCK_K > m0:  # some t > s: forward triangle
-                dtf_t = tl.load(dtf_base + t * stride_dtf_l, mask=valid_t, other=0.0).to(tl.float32)
-                cumxf_t = tl.load(cumf_ptr + cum_off + offs_k, mask=offs_k < chunk_size, other=0.0) - A * dtf_t
-                lower = (offs_k[None, :] > offs_m[:, None]) & valid_t[None, :]
-                decay = tl.exp(tl.where(lower, cumxf_t[None, :] - cumf_s[:, None], float("-inf")))
-                Csf = load_shifted_rows(Cf_base, t, valid_t, seqlen, stride_Cf_l, offs_n, mask_n, stride_Cf_n,
-                                        SHIFT=-1, TRANSPOSED=False).to(DOT_DTYPE)
-                grad_f += tl.dot((pair * decay).to(DOT_DTYPE), Csf, input_precision=PRECISION)
-            if k0 < m0 + BLOCK_M:  # some t < s: backward triangle
-                dtb_t = tl.load(dtb_base + t * stride_dtb_l, mask=valid_t, other=0.0).to(tl.float32)
-                cumxb_t = tl.load(cumb_ptr + cum_off + offs_k, mask=offs_k < chunk_size, other=0.0) - A * dtb_t
-                upper = (offs_k[None, :] < offs_m[:, None]) & valid_t[None, :]
-                decay = tl.exp(tl.where(upper, cumxb_t[None, :] - cumb_s[:, None], float("-inf")))
-                Csb = load_shifted_rows(Cb_base, t, valid_t, seqlen, stride_Cb_l, offs_n, mask_n, stride_Cb_n,
-                                        SHIFT=1, TRANSPOSED=False).to(DOT_DTYPE)
-                grad_b += tl.dot((pair * decay).to(DOT_DTYPE), Csb, input_precision=PRECISION)
+            pair = tl.zeros((BLOCK_M, BLOCK_K), dtype=tl.float32)  # x[s] . dy[t]
+            for p0 in range(0, headdim, BLOCK_PS):
+                offs_p = p0 + tl.arange(0, BLOCK_PS)
+                mask_p = offs_p < headdim
+                x_s = tl.load(x_base + offs_m[:, None] * stride_x_l + offs_p[None, :] * stride_x_p,
+                              mask=valid_s[:, None] & mask_p[None, :], other=0.0).to(DOT_DTYPE)
+                dy_t = tl.load(dy_base + offs_k[None, :] * stride_dy_l + offs_p[:, None] * stride_dy_p,
+                               mask=mask_p[:, None] & valid_t[None, :], other=0.0).to(DOT_DTYPE)  # (BLOCK_PS, BLOCK_K)
+                pair += tl.dot(x_s, dy_t, input_precision=PRECISION)
+            if REVERSE:
+                pair_ok = (offs_k[None, :] < offs_m[:, None]) & valid_t[None, :]
+                Cs = load_shifted_rows(C_base, offs_k, chunk_start, valid_t, seqlen, stride_C_l, offs_n,
+                                       mask_n, stride_C_n, SHIFT=1, TRANSPOSED=False).to(DOT_DTYPE)  # (BLOCK_K, N)
+            else:
+                pair_ok = (offs_k[None, :] > offs_m[:, None]) & valid_t[None, :]
+                Cs = load_shifted_rows(C_base, offs_k, chunk_start, valid_t, seqlen, stride_C_l, offs_n,
+                                       mask_n, stride_C_n, SHIFT=-1, TRANSPOSED=False).to(DOT_DTYPE)
+            if HAS_SEQ_IDX:
+                pair_ok = pair_ok & (seq_s[:, None] == load_seq_ids(seq_base, offs_k, valid_t, stride_seq_l)[None, :])
+            dt_t, cum_t = load_decay_rows(dt_base, stride_dt_l, offs_k, valid_t, cum_ptr + cum_off, chunk_size)
+            decay = tl.exp(tl.minimum((cum_t - A * dt_t)[None, :] - cum_s[:, None], 0.0))
+            weight = tl.where(pair_ok, pair * decay * dt_s[:, None], 0.0)
+            group += tl.dot(weight.to(DOT_DTYPE), Cs, input_precision=PRECISION)
 
-        group_f += grad_f * dtf_s[:, None]
-        group_b += grad_b * dtb_s[:, None]
-
-    mask_sn = valid_s[:, None] & mask_n[None, :]
-    tl.store(dBf_ptr + pid_b * stride_dBf_b + pid_g * stride_dBf_g + s[:, None] * stride_dBf_l
-             + offs_n[None, :] * stride_dBf_n, group_f, mask=mask_sn)
-    tl.store(dBb_ptr + pid_b * stride_dBb_b + pid_g * stride_dBb_g + s[:, None] * stride_dBb_l
-             + offs_n[None, :] * stride_dBb_n, group_b, mask=mask_sn)
+    dB_base = chunk_base(dB_ptr, pid_b, stride_dB_b, chunk_start, stride_dB_l) + pid_g * stride_dB_g
+    tl.store(dB_base + offs_m[:, None] * stride_dB_l + offs_n[None, :] * stride_dB_n, group, mask=mask_sn)
 
 
-def _grid_and_blocks(x, B, chunk_size):
-    batch, _, _, headdim = x.shape
+def _launch(name, kernel, x, B, chunk_size):
+    """Grid (chunks x row blocks x groups) and block sizes of the dB and dC kernels."""
+    batch, seqlen, _, headdim = x.shape
     ngroups, d_state = B.shape[2], B.shape[3]
-    nchunks_times_batch = batch * (-(-x.shape[1] // chunk_size))
-    block_m = block_size(chunk_size, cap=64)
-    grid = (nchunks_times_batch, -(-chunk_size // block_m), ngroups)
-    blocks = dict(BLOCK_M=block_m, BLOCK_K=block_m, BLOCK_N=block_size(d_state), BLOCK_P=block_size(headdim),
-                  **dot_config(x.dtype, _chunk_scan_bwd_dc_kernel))
-    return grid, blocks
+    config = launch_config(name, kernel, x.dtype, headdim, d_state, chunk_size,
+                           blocks=("BLOCK_M", "BLOCK_K", "BLOCK_N", "BLOCK_PS"))
+    grid = (batch * (-(-seqlen // chunk_size)), -(-chunk_size // config["BLOCK_M"]), ngroups)
+    return grid, dict(config, **dot_config(x.dtype, kernel))
 
 
-def chunk_scan_bwd_dc(x, dy, dt_f, dt_b, A, B_f, C_f, B_b, C_b, cum_f, cum_b, enter_f, enter_b):
-    """Returns dC_f, dC_b (like C_f, C_b) and per direction rowgrad, float32 (batch, nheads, nchunks, chunk_size)."""
+def chunk_scan_bwd_dc(x, dy, dt_f, dt_b, A, B_f, C_f, B_b, C_b, cb, cum_f, cum_b, enter_f, enter_b, seq_idx=None):
+    """Returns dC_f, dC_b (like C_f, C_b) and per direction rowgrad, float32 (batch, nheads, nchunks, chunk_size).
+    cb: `chunk_cb` of the inputs; seq_idx: optional int32 (batch, seqlen) sequence ids. Two launches per direction:
+    the state part (chunk_state_grad), then the in-chunk part on top."""
     batch, seqlen, nheads, headdim = x.shape
     ngroups, d_state = C_f.shape[2], C_f.shape[3]
     nchunks, chunk_size = cum_f.shape[2], cum_f.shape[3]
+    grid, config = _launch("chunk_scan_bwd_dc", _chunk_scan_bwd_dc_kernel, x, B_f, chunk_size)
     # dCs row t is the gradient of C_f[t - 1] and of C_b[t + 1]; the rows that no output reads stay zero.
     dC_f = torch.zeros(batch, seqlen + 1, ngroups, d_state, device=x.device, dtype=C_f.dtype)
     dC_b = torch.zeros(batch, seqlen + 1, ngroups, d_state, device=x.device, dtype=C_b.dtype)
-    dCs_f, dCs_b = dC_f[:, :seqlen], dC_b[:, 1:]
-    rowgrad_f = torch.empty_like(cum_f)
-    rowgrad_b = torch.empty_like(cum_b)
-    grid, blocks = _grid_and_blocks(x, B_f, chunk_size)
-    _chunk_scan_bwd_dc_kernel[grid](
-        x, dy, dt_f, dt_b, A, B_f, C_f, B_b, C_b, cum_f, cum_b, enter_f, enter_b, dCs_f, dCs_b, rowgrad_f, rowgrad_b,
-        seqlen, nheads, nheads // ngroups, d_state, headdim, chunk_size, nchunks,
-        *x.stride(), *dy.stride(), *dt_f.stride(), *dt_b.stride(),
-        *B_f.stride(), *C_f.stride(), *B_b.stride(), *C_b.stride(), *dCs_f.stride(), *dCs_b.stride(), **blocks,
-    )
-    return dC_f[:, 1:], dC_b[:, :seqlen], rowgrad_f, rowgrad_b
+    rowgrads = []
+    for dt, B, C, cum, enter, dCs, reverse in ((dt_f, B_f, C_f, cum_f, enter_f, dC_f[:, :seqlen], False),
+                                               (dt_b, B_b, C_b, cum_b, enter_b, dC_b[:, 1:], True)):
+        init, rowgrad = chunk_state_grad(dy, dt, A, C, cum, enter, read_entering=True, reverse=reverse,
+                                         seq_idx=seq_idx)
+        _chunk_scan_bwd_dc_kernel[grid](
+            x, dy, dt, A, B, seq_idx, cb, cum, init, dCs, rowgrad,
+            seqlen, nheads, nheads // ngroups, ngroups, d_state, headdim, chunk_size, nchunks,
+            *x.stride(), *dy.stride(), *dt.stride(), *B.stride(), *seq_strides(seq_idx), *init.stride(),
+            *dCs.stride(), REVERSE=reverse, HAS_SEQ_IDX=seq_idx is not None, **config,
+        )
+        rowgrads.append(rowgrad)
+    return dC_f[:, 1:], dC_b[:, :seqlen], rowgrads[0], rowgrads[1]
 
 
-def chunk_scan_bwd_db(x, dy, dt_f, dt_b, A, B_f, C_f, B_b, C_b, cum_f, cum_b, dstate_f, dstate_b):
-    """Returns dB_f, dB_b (like B_f, B_b); dstate_*: gradients of each chunk's own state (see chunk_scan_bwd_dx)."""
+def chunk_scan_bwd_db(x, dy, dt_f, dt_b, A, B_f, C_f, B_b, C_b, cum_f, cum_b, dstate_f, dstate_b, seq_idx=None):
+    """Returns dB_f, dB_b (like B_f, B_b); dstate_*: gradients of each chunk's own state (see chunk_scan_bwd_dx);
+    seq_idx: optional int32 (batch, seqlen) sequence ids. Two launches per direction: the state part
+    (chunk_state_grad), then the in-chunk part on top."""
     batch, seqlen, nheads, headdim = x.shape
     ngroups, d_state = B_f.shape[2], B_f.shape[3]
     nchunks, chunk_size = cum_f.shape[2], cum_f.shape[3]
+    grid, config = _launch("chunk_scan_bwd_db", _chunk_scan_bwd_db_kernel, x, B_f, chunk_size)
     dB_f = torch.empty_like(B_f, memory_format=torch.contiguous_format)
     dB_b = torch.empty_like(B_b, memory_format=torch.contiguous_format)
-    grid, blocks = _grid_and_blocks(x, B_f, chunk_size)
-    _chunk_scan_bwd_db_kernel[grid](
-        x, dy, dt_f, dt_b, A, C_f, C_b, cum_f, cum_b, dstate_f, dstate_b, dB_f, dB_b,
-        seqlen, nheads, nheads // ngroups, d_state, headdim, chunk_size, nchunks,
-        *x.stride(), *dy.stride(), *dt_f.stride(), *dt_b.stride(), *C_f.stride(), *C_b.stride(),
-        *dB_f.stride(), *dB_b.stride(), **blocks,
-    )
+    for dt, C, cum, dstate, dB, reverse in ((dt_f, C_f, cum_f, dstate_f, dB_f, False),
+                                            (dt_b, C_b, cum_b, dstate_b, dB_b, True)):
+        init, _ = chunk_state_grad(x, dt, A, C, cum, dstate, read_entering=False, reverse=reverse, seq_idx=seq_idx)
+        _chunk_scan_bwd_db_kernel[grid](
+            x, dy, dt, A, C, seq_idx, cum, init, dB,
+            seqlen, nheads, nheads // ngroups, d_state, headdim, chunk_size, nchunks,
+            *x.stride(), *dy.stride(), *dt.stride(), *C.stride(), *seq_strides(seq_idx), *init.stride(),
+            *dB.stride(), REVERSE=reverse, HAS_SEQ_IDX=seq_idx is not None, **config,
+        )
     return dB_f, dB_b
 
 

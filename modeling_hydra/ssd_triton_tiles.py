@@ -1,5 +1,6 @@
-"""Tile loaders shared by the Triton chunk-scan kernels: the state tiles of both directions, shifted rows of C, and
-the step sizes of a block of rows with their in-chunk cumulative log decays."""
+"""Tile loaders shared by the Triton SSD kernels: state tiles, shifted rows of C, the step sizes of a block of rows
+with their in-chunk cumulative log decays, the sequence ids of rows (sequence boundaries, `seq_idx`), and the 64-bit
+base pointer of a chunk (tiles then index rows by 32-bit offsets inside the chunk)."""
 
 from __future__ import annotations
 
@@ -7,28 +8,27 @@ from .ssd_triton_runtime import tl, triton_jit
 
 
 @triton_jit
-def load_state_tiles(f_ptr, b_ptr, offset, offs_n, offs_p, mask_n, mask_p, headdim,
-                     TRANSPOSED: tl.constexpr, DOT_DTYPE: tl.constexpr):
-    """The (d_state, headdim) float32 state tiles of both directions at `offset`, as (BLOCK_N, BLOCK_P) tiles or,
-    when TRANSPOSED, (BLOCK_P, BLOCK_N) tiles, cast to DOT_DTYPE."""
+def load_state_tile(ptr, offset, offs_n, offs_p, mask_n, mask_p, headdim,
+                    TRANSPOSED: tl.constexpr, DOT_DTYPE: tl.constexpr):
+    """The (d_state, headdim) float32 state tile at `ptr + offset`, as a (BLOCK_N, BLOCK_P) tile or, when TRANSPOSED,
+    a (BLOCK_P, BLOCK_N) tile, cast to DOT_DTYPE."""
     if TRANSPOSED:
         ptrs = offset + offs_n[None, :] * headdim + offs_p[:, None]
         mask = mask_p[:, None] & mask_n[None, :]
     else:
         ptrs = offset + offs_n[:, None] * headdim + offs_p[None, :]
         mask = mask_n[:, None] & mask_p[None, :]
-    state_f = tl.load(f_ptr + ptrs, mask=mask, other=0.0).to(DOT_DTYPE)
-    state_b = tl.load(b_ptr + ptrs, mask=mask, other=0.0).to(DOT_DTYPE)
-    return state_f, state_b
+    return tl.load(ptr + ptrs, mask=mask, other=0.0).to(DOT_DTYPE)
 
 
 @triton_jit
-def load_shifted_rows(base, rows, valid, seqlen, stride_l, offs_n, mask_n, stride_n,
+def load_shifted_rows(base, offs, chunk_start, valid, seqlen, stride_l, offs_n, mask_n, stride_n,
                       SHIFT: tl.constexpr, TRANSPOSED: tl.constexpr):
-    """Rows `rows + SHIFT` of a (seqlen, d_state) matrix at `base` (zero where `valid` is false or the shifted row
-    is outside the sequence), as a (BLOCK, BLOCK_N) tile or, when TRANSPOSED, a (BLOCK_N, BLOCK) tile."""
-    src = rows + SHIFT
-    ok = valid & (src >= 0) & (src < seqlen)
+    """Rows `offs + SHIFT` of the chunk at `base` (the chunk's row 0; rows chunk_start + offs + SHIFT of the
+    (seqlen, d_state) matrix, zero where `valid` is false or the row is outside the sequence), as a
+    (BLOCK, BLOCK_N) tile or, when TRANSPOSED, a (BLOCK_N, BLOCK) tile."""
+    src = offs + SHIFT
+    ok = valid & (chunk_start + src >= 0) & (chunk_start + src < seqlen)
     if TRANSPOSED:
         tile = tl.load(base + src[None, :] * stride_l + offs_n[:, None] * stride_n,
                        mask=mask_n[:, None] & ok[None, :], other=0.0)
@@ -39,9 +39,29 @@ def load_shifted_rows(base, rows, valid, seqlen, stride_l, offs_n, mask_n, strid
 
 
 @triton_jit
-def load_decay_rows(dt_base, stride_l, rows, valid, cum_base, offs, chunk_size):
-    """Step sizes dt[rows] (float32, zero where not `valid`) and the in-chunk cumulative log decays cum[offs] of one
-    direction; `dt_base` and `cum_base` point at this (batch, head) and (batch, head, chunk)."""
-    dt = tl.load(dt_base + rows * stride_l, mask=valid, other=0.0).to(tl.float32)
+def load_decay_rows(dt_base, stride_l, offs, valid, cum_base, chunk_size):
+    """Step sizes dt[offs] (float32, zero where not `valid`) and the in-chunk cumulative log decays cum[offs] of one
+    direction; `dt_base` and `cum_base` point at row 0 of this chunk for this (batch, head)."""
+    dt = tl.load(dt_base + offs * stride_l, mask=valid, other=0.0).to(tl.float32)
     cum = tl.load(cum_base + offs, mask=offs < chunk_size, other=0.0)
     return dt, cum
+
+
+@triton_jit
+def load_seq_ids(seq_base, offs, valid, stride_l):
+    """Sequence ids of rows `offs` of the chunk at `seq_base` (int32; -1 where not `valid`)."""
+    return tl.load(seq_base + offs * stride_l, mask=valid, other=-1).to(tl.int32)
+
+
+@triton_jit
+def load_seq_id(seq_row0, row, seqlen, stride_l):
+    """Sequence id of absolute row `row` (clamped into the sequence) of the batch row at `seq_row0` (int32 scalar)."""
+    row = tl.minimum(tl.maximum(row, 0), seqlen - 1)
+    return tl.load(seq_row0 + row.to(tl.int64) * stride_l).to(tl.int32)
+
+
+@triton_jit
+def chunk_base(ptr, pid_b, stride_b, chunk_start, stride_l):
+    """`ptr` moved to row `chunk_start` of batch row `pid_b`, in 64-bit arithmetic, so that the tiles of a chunk can
+    use 32-bit in-chunk offsets however long the rows are."""
+    return ptr + pid_b.to(tl.int64) * stride_b + chunk_start.to(tl.int64) * stride_l
