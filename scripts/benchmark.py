@@ -13,12 +13,13 @@ the system at once so that the peak counts live tensors only ("live"). Example:
 GLUE mode (`--glue`): fine-tuning as users run it. The stock transformers `Trainer` with `DataCollatorWithPadding`
 trains a sequence classifier from scratch on the first N sentences of a GLUE task's train.tsv (default: the
 embedded SST-2 sample, N = 1024; batch 32, max_length 128, one epoch) and evaluates it on the dev set (batch 64).
-Hydra-small (configs/hydra-small.json) runs against BERT-small (configs/bert-small.json, sdpa); `--pair base` runs
-hydra-base (HydraConfig() defaults) against bert-base-uncased's config, both randomly initialized, on 128 sentences
-by default. Each repeat times `trainer.train()` and `trainer.evaluate()` with the wall clock, for every model in
-turn (A B A B ...), after an untimed warm-up of a few batches; no saving, logging, reporting or dataloader workers.
-Prints medians with their min-max, the ratio Hydra/BERT of the medians and the share of real (non-pad) tokens per
-batch. `--hydra_overrides` and `--variants` compare Hydra configurations in the same process:
+Hydra-small (configs/hydra-small.json) runs against BERT-small (configs/bert-small.json, sdpa). `--pair base` runs
+hydra-base (HydraConfig() defaults) against bert-base-uncased's architecture, both randomly initialized, on only
+128 training and 256 dev sentences by default, to keep a run within minutes on two cores. Each repeat times
+`trainer.train()` and `trainer.evaluate()` with the wall clock, for every model in turn (A B A B ...), after an
+untimed warm-up of a few batches; no saving, logging, reporting or dataloader workers. Prints medians with their
+min-max, the ratio Hydra/BERT of the medians and the share of real (non-pad) tokens per batch. `--hydra_overrides`
+and `--variants` compare Hydra configurations in the same process:
 
     python scripts/benchmark.py --glue
     python scripts/benchmark.py --glue --variants default='{}' nounpad='{"unpad_inputs": false}' --json glue.json
@@ -64,6 +65,7 @@ GLUE_PAIRS = {
     "base": ("hydra-base", "bert-base"),
 }
 GLUE_DEFAULT_TRAIN_SAMPLES = {"small": 1024, "base": 128}
+GLUE_DEFAULT_EVAL_SAMPLES = {"small": None, "base": 256}  # None: the whole dev set
 
 # name: (hydra kwargs, bert kwargs); matched encoder parameter counts (printed at start).
 PAIRS = {
@@ -285,7 +287,7 @@ def run_glue_benchmark(args):
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
     train, dev, num_labels = tokenized_glue_splits(args.glue_dir, args.task_name, tokenizer, args.max_length,
                                                    args.train_samples or GLUE_DEFAULT_TRAIN_SAMPLES[args.pair],
-                                                   args.eval_samples)
+                                                   args.eval_samples or GLUE_DEFAULT_EVAL_SAMPLES[args.pair])
     collator = DataCollatorWithPadding(tokenizer)
     configs = glue_models(args, num_labels)
     warmup_train = train.select(range(min(len(train), args.warmup_batches * args.train_batch_size)))
@@ -397,7 +399,8 @@ def parse_args(argv=None):
     glue.add_argument("--tokenizer", default=str(REPO_ROOT / "assets" / "tokenizer" / "bert-base-uncased"))
     glue.add_argument("--train_samples", type=int, default=None,
                       help="first N training sentences (default: 1024 for --pair small, 128 for base)")
-    glue.add_argument("--eval_samples", type=int, default=None, help="first N dev sentences (default: all)")
+    glue.add_argument("--eval_samples", type=int, default=None,
+                      help="first N dev sentences (default: all for --pair small, 256 for base)")
     glue.add_argument("--train_batch_size", type=int, default=32)
     glue.add_argument("--eval_batch_size", type=int, default=64)
     glue.add_argument("--max_length", type=int, default=128)

@@ -5,7 +5,8 @@ grouped as in issue 8 (convolution_backward, bmm, exp, copy_/fill_/where/cat, mm
 time, each with its share of the step's wall time (profiled) and milliseconds per step. The batch is the first
 `--batch_size` sentences of SST-2 (the embedded sample) padded dynamically by DataCollatorWithPadding, as the
 Trainer sees them, or, with `--random_lengths LO HI`, random token ids with lengths drawn uniformly from LO..HI,
-right-padded to the longest. A training step is what the Trainer runs: forward with labels, backward, AdamW step.
+right-padded to the longest. A training step is what the Trainer runs: forward with labels, backward, and a step
+of the optimizer the Trainer builds by default (fused AdamW).
 Models are randomly initialized from a config (shared with scripts/benchmark.py's GLUE mode). Examples:
 
     python scripts/profile_step.py --config configs/hydra-small.json configs/bert-small.json --eval
@@ -17,11 +18,12 @@ import argparse
 import json
 import os
 import statistics
+import tempfile
 import time
 
 import torch
 from torch.profiler import ProfilerActivity, profile
-from transformers import AutoTokenizer, DataCollatorWithPadding
+from transformers import AutoTokenizer, DataCollatorWithPadding, Trainer, TrainingArguments
 from transformers.utils import logging
 
 from benchmark import (
@@ -98,7 +100,7 @@ FRAMEWORK = "framework (autograd nodes, optimizer wrapper)"
 
 def op_group(name: str) -> str:
     if name.startswith(("aten::_foreach_", "aten::_fused_adam")):
-        return "optimizer (AdamW)"
+        return "optimizer (AdamW kernels)"
     for group, names in OP_GROUPS.items():
         if name in names:
             return group
@@ -124,8 +126,17 @@ def random_length_batch(batch_size: int, low: int, high: int, vocab_size: int, s
                 labels=torch.randint(0, 2, (batch_size,), generator=generator))
 
 
+def trainer_optimizer(model, learning_rate: float = 1e-3):
+    """The optimizer that the Trainer builds with default TrainingArguments (fused AdamW in transformers 5)."""
+    with tempfile.TemporaryDirectory() as output_dir:
+        training_args = TrainingArguments(output_dir=output_dir, use_cpu=True, learning_rate=learning_rate,
+                                          report_to="none")
+    optimizer_class, optimizer_kwargs = Trainer.get_optimizer_cls_and_kwargs(training_args, model)
+    return optimizer_class(model.parameters(), **optimizer_kwargs)
+
+
 def make_train_step(model, batch: dict):
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    optimizer = trainer_optimizer(model)
     model.train()
 
     def step():
@@ -254,7 +265,7 @@ def profile_model(args, source: str, tokenizer) -> dict:
         result["groups"] = grouped(result["ops"])
         result.update(batch_size=mask.shape[0], padded_length=mask.shape[1],
                       real_token_share=float(mask.float().mean()))
-        what = "forward + backward + AdamW step" if phase == "train" else "forward under inference_mode"
+        what = "forward + backward + the Trainer's optimizer step" if phase == "train" else "forward, inference_mode"
         print_tables(f"{description}, {phase} step ({what}): batch {mask.shape[0]} of {source_text}, padded to "
                      f"{mask.shape[1]}, {result['real_token_share']:.0%} real tokens", result, args.top)
         results[phase] = result
