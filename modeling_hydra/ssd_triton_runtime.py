@@ -50,9 +50,7 @@ def target_arch(kernel) -> int:
     `INTERPRETER_ARCH` in the interpreter."""
     if is_interpreted(kernel):
         return INTERPRETER_ARCH
-    from triton.runtime.driver import driver
-
-    return driver.active.get_current_target().arch
+    return triton.runtime.driver.active.get_current_target().arch
 
 
 def block_size(n: int, floor: int = 16, cap: int | None = None) -> int:
