@@ -44,7 +44,8 @@ def _next_power_of_two(n: int) -> int:
 def ssd_chunk_length(backend: str, chunk_size: int, seqlen: int) -> int:
     """Chunk length of the SSD for rows of `seqlen` tokens on `backend` ("torch", "triton" or "mamba_ssm")."""
     if backend == "triton":
-        return min(max(_TRITON_MIN_CHUNK, _next_power_of_two(seqlen)), _TRITON_MAX_CHUNK, chunk_size)
+        cap = max(_TRITON_MIN_CHUNK, 1 << (chunk_size.bit_length() - 1))  # chunk_size rounded down to a power of 2
+        return min(max(_TRITON_MIN_CHUNK, _next_power_of_two(seqlen)), _TRITON_MAX_CHUNK, cap)
     if backend == "mamba_ssm":
         return chunk_size
     if is_tracing():

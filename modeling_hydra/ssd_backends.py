@@ -76,7 +76,7 @@ SSD_BACKENDS = {
     for backend in (
         SSDBackend("torch", "chunked pure-PyTorch SSD; any device, float64 included; exportable", _load_torch, True),
         SSDBackend("triton", "fused Triton kernels with their own backward (CUDA; CPU interpreter for tests)",
-                   _load_triton, False),
+                   _load_triton, True),
         SSDBackend("mamba_ssm", "the official Hydra's flip-and-batch use of mamba_ssm's causal kernel (CUDA "
                    "baseline); cannot honour sequence boundaries", _load_mamba_ssm, False),
     )

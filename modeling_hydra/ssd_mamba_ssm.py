@@ -25,8 +25,12 @@ def load_mamba_chunk_scan_combined():
     return mamba_chunk_scan_combined
 
 
-def ssd_bidirectional_mamba_ssm(x, dt_f, dt_b, A, B_f, C_f, B_b, C_b, diag, chunk_size):
-    """Bidirectional SSD through mamba_ssm as in the official Hydra code; arguments as `ssd_bidirectional_torch`."""
+def ssd_bidirectional_mamba_ssm(x, dt_f, dt_b, A, B_f, C_f, B_b, C_b, diag, chunk_size, seq_idx=None):
+    """Bidirectional SSD through mamba_ssm as in the official Hydra code; arguments as `ssd_bidirectional_torch`.
+
+    The flip and the shift cross sequence boundaries, so packed rows (`seq_idx`) are refused."""
+    if seq_idx is not None:
+        raise ValueError("ssd_backend='mamba_ssm' cannot keep packed sequences apart; use 'torch' or 'triton'.")
     mamba_chunk_scan_combined = load_mamba_chunk_scan_combined()
     batch = x.shape[0]
     flip = lambda t: torch.flip(t, (1,))

@@ -13,7 +13,7 @@ import huggingface_hub
 import numpy as np
 import pytest
 import torch
-from conftest import TOKENIZER_DIR, tiny_config
+from conftest import REPO_ROOT, TOKENIZER_DIR, tiny_config
 from glue_test_helpers import (
     GLUE_SAMPLE,
     QUIET,
@@ -131,7 +131,8 @@ def test_a_default_run_prints_progress_and_metrics_only(tmp_path):
     info = outputs["info"]
     assert "TrainingArguments(" in info and "***** Running training *****" in info
     assert "'pin_memory' argument" not in info
-    assert info.count("loading configuration file") == 1 and "Model config PreTrainedConfig" not in info
+    hydra_config = str(REPO_ROOT / "configs" / "hydra-small.json")
+    assert info.count(f"loading configuration file {hydra_config}") == 1 and "Model config PreTrainedConfig" not in info
 
 
 def test_resumed_run_matches_an_uninterrupted_one(tmp_path, monkeypatch, caplog):

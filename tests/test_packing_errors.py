@@ -152,7 +152,7 @@ def backend_without_boundaries(monkeypatch):
 
 @pytest.mark.parametrize("backend", ["triton", "mamba_ssm"])
 def test_backends_without_boundaries_refuse_packed_rows(backend, backend_without_boundaries):
-    assert not ssd_backends.SSD_BACKENDS[backend].honours_boundaries
+    assert ssd_backends.SSD_BACKENDS[backend].honours_boundaries == (backend == "triton")
     backend_without_boundaries(backend)
     model = HydraForMaskedLM(tiny_config(ssd_backend=backend)).eval()
     with pytest.raises(ValueError, match=f"ssd_backend='{backend}' cannot keep packed sequences apart"):
