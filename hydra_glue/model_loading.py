@@ -55,7 +55,7 @@ def load_config(source: str | None = None, model_type: str | None = None, config
     if config_overrides:
         config.update_from_string(config_overrides)
         if config.model_type == "hydra":  # this package's HydraConfig, or the one saved with a checkpoint
-            config.validate_hydra()
+            config.validate()
     return config
 
 

@@ -121,9 +121,11 @@ def test_numpy_numbers_are_accepted_and_stored_as_python_numbers():
 
 def test_every_constructor_field_has_one_validation_rule():
     from configuration_hydra.configuration_hydra import FIELD_RULES
+    from configuration_hydra.mixer_config import MIXER_FIELDS
 
     fields = set(inspect.signature(HydraConfig.__init__).parameters) - {"self", "kwargs"}
-    assert fields == set(FIELD_RULES)
+    assert fields.isdisjoint(MIXER_FIELDS) and fields | set(MIXER_FIELDS) == set(FIELD_RULES)
+    assert all(f"{field} (`" in HydraConfig.__doc__ for field in FIELD_RULES)  # every field documented
 
 
 def test_backend_names_are_left_to_the_model_and_new_fields_have_their_defaults():
