@@ -131,7 +131,7 @@ class HydraPreTrainedModel(PreTrainedModel):
 
     def __init__(self, config, *inputs, **kwargs):
         super().__init__(config, *inputs, **kwargs)
-        config.validate_hydra()  # `from_pretrained(..., field=value)` overrides bypass the config's own checks
+        config.validate()  # `from_pretrained(..., field=value)` overrides bypass the config's own checks
         validate_backend_name(config.ssd_backend)
 
     def _init_weights(self, module):
