@@ -13,8 +13,9 @@ from configuration_hydra import HydraConfig
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TOKENIZER_DIR = REPO_ROOT / "assets" / "tokenizer" / "bert-base-uncased"
 SHARED_DIR = REPO_ROOT.parent / "shared"
-# HydraModel and every task head
-MODEL_CLASSES = [getattr(modeling_hydra, name) for name in modeling_hydra.__all__ if name != "HydraPreTrainedModel"]
+# HydraModel and every text task head (the vision classes have their own tests, tests/test_vision*.py)
+MODEL_CLASSES = [getattr(modeling_hydra, name) for name in modeling_hydra.modeling_hydra.__all__
+                 if name != "HydraPreTrainedModel"]
 
 
 def tiny_config(**overrides) -> HydraConfig:
