@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import modeling_hydra
-from configuration_hydra import HydraConfig
+from configuration_hydra import HydraConfig, HydraVisionConfig
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TOKENIZER_DIR = REPO_ROOT / "assets" / "tokenizer" / "bert-base-uncased"
@@ -24,6 +24,14 @@ def tiny_config(**overrides) -> HydraConfig:
                   chunk_size=8, hidden_dropout_prob=0.0)
     kwargs.update(overrides)
     return HydraConfig(**kwargs)
+
+
+def tiny_vision_config(**overrides) -> HydraVisionConfig:
+    """configs/hydra-vit-tiny.json: 2 layers, hidden 32, 4x4 patches of 32x32 RGB images, MLP 64, no dropout."""
+    kwargs = dict(image_size=32, patch_size=4, hidden_size=32, num_hidden_layers=2, intermediate_size=64, d_state=8,
+                  headdim=8, ngroups=2, chunk_size=8)
+    kwargs.update(overrides)
+    return HydraVisionConfig(**kwargs)
 
 
 def perturb_ssm_parameters(model, seed=0):
