@@ -18,8 +18,10 @@ from transformers.utils import logging
 
 from configuration_hydra.configuration_hydra_vision import HydraVisionConfig
 
+from .execution_plan import build_execution_plan
 from .hydra_mixer import HydraMixer, HydraRMSNormGated
 from .remote_code import write_remote_code
+from .sequence_mixers import build_mixer
 from .ssd_backends import validate_backend_name
 
 logger = logging.get_logger(__name__)
@@ -96,21 +98,21 @@ class HydraVisionMLP(nn.Module):
 
 
 class HydraVisionLayer(GradientCheckpointingLayer):
-    """A pre-norm ViT block with the Hydra mixer in place of attention:
-    `h = h + drop_path(mixer(LN(h)))`, then `h = h + drop_path(MLP(LN(h)))`."""
+    """A pre-norm ViT block with the sequence mixer of `config.matrix_mixer_type` (the Hydra mixer by default) in
+    place of attention: `h = h + drop_path(mixer(LN(h)))`, then `h = h + drop_path(MLP(LN(h)))`."""
 
     def __init__(self, config: HydraVisionConfig, layer_idx: int, drop_path_rate: float):
         super().__init__()
         self.layernorm_before = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.mixer = HydraMixer(config, layer_idx)
+        self.mixer = build_mixer(config, layer_idx)
         self.mixer_dropout = nn.Dropout(config.hidden_dropout_prob)
         self.layernorm_after = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.mlp = HydraVisionMLP(config)
         self.drop_path = HydraDropPath(drop_path_rate)
 
-    def forward(self, hidden_states):
-        """hidden_states: (batch, num_patches, hidden) -> the same shape."""
-        mixed = self.mixer_dropout(self.mixer(self.layernorm_before(hidden_states)))
+    def forward(self, hidden_states, plan):
+        """hidden_states: (batch, num_patches, hidden) -> the same shape; plan: the forward's `ExecutionPlan`."""
+        mixed = self.mixer_dropout(self.mixer(self.layernorm_before(hidden_states), plan))
         hidden_states = hidden_states + self.drop_path(mixed)
         return hidden_states + self.drop_path(self.mlp(self.layernorm_after(hidden_states)))
 
@@ -124,10 +126,11 @@ class HydraVisionEncoder(nn.Module):
         rates = [config.drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]
         self.layer = nn.ModuleList([HydraVisionLayer(config, i, rates[i]) for i in range(depth)])
 
-    def forward(self, hidden_states, output_hidden_states=False):
+    def forward(self, hidden_states, plan, output_hidden_states=False):
+        """hidden_states: (batch, num_patches, hidden) -> the last state and, if asked, the input and every block's."""
         all_hidden_states = (hidden_states,) if output_hidden_states else None
         for layer in self.layer:
-            hidden_states = layer(hidden_states)
+            hidden_states = layer(hidden_states, plan)
             if output_hidden_states:
                 all_hidden_states += (hidden_states,)
         return hidden_states, all_hidden_states
@@ -212,7 +215,13 @@ class HydraVisionModel(HydraVisionPreTrainedModel):
             pixel_values = pixel_values.to(weight_dtype)  # e.g. float32 processor output into a bfloat16 model
 
         hidden_states = self.embeddings(pixel_values)  # (batch, num_patches, hidden)
-        hidden_states, all_hidden_states = self.encoder(hidden_states, output_hidden_states=output_hidden_states)
+        # every row is one whole image: no mask, no sequence boundaries
+        plan = build_execution_plan(
+            self.config, batch=hidden_states.shape[0], seqlen=hidden_states.shape[1], device=hidden_states.device,
+            dtype=weight_dtype, training=self.training,
+            gradient_checkpointing=any(layer.gradient_checkpointing for layer in self.encoder.layer),
+        )
+        hidden_states, all_hidden_states = self.encoder(hidden_states, plan, output_hidden_states)
         last_hidden_state = self.layernorm(hidden_states)  # (batch, num_patches, hidden)
         pooled = last_hidden_state.mean(dim=1)  # (batch, hidden)
         if not return_dict:
