@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoConfig, AutoImageProcessor, ViTImageProcessor, pipeline
 
-from conftest import perturb_ssm_parameters, tiny_vision_config
+from conftest import perturb_ssm_parameters, run_mixer, tiny_vision_config
 from configuration_hydra import HydraVisionConfig
 from configuration_hydra.mixer_config import MIXER_FIELDS
 from modeling_hydra import HydraForImageClassification, HydraVisionModel
@@ -39,7 +39,7 @@ def reference_encoder(model: HydraVisionModel, pixel_values):
     h = patches @ projection.weight.reshape(d, -1).T + projection.bias  # (batch, num_patches, hidden)
     for layer in model.encoder.layer:
         before, after, mlp = layer.layernorm_before, layer.layernorm_after, layer.mlp
-        h = h + layer.mixer(F.layer_norm(h, (d,), before.weight, before.bias, config.layer_norm_eps))
+        h = h + run_mixer(layer.mixer, F.layer_norm(h, (d,), before.weight, before.bias, config.layer_norm_eps))
         u = F.layer_norm(h, (d,), after.weight, after.bias, config.layer_norm_eps)
         h = h + F.gelu(u @ mlp.fc1.weight.T + mlp.fc1.bias) @ mlp.fc2.weight.T + mlp.fc2.bias
     last = F.layer_norm(h, (d,), model.layernorm.weight, model.layernorm.bias, config.layer_norm_eps)
