@@ -2,8 +2,10 @@
 remote code in a clean interpreter, AutoImageProcessor and the image-classification pipeline, gradient
 checkpointing, bfloat16, torch.export, and learning on scikit-learn's digits through the Trainer."""
 
+import importlib.util
 import json
 import os
+import runpy
 import site
 import subprocess
 import sys
@@ -15,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoConfig, AutoImageProcessor, ViTImageProcessor, pipeline
 
-from conftest import perturb_ssm_parameters, run_mixer, tiny_vision_config
+from conftest import REPO_ROOT, perturb_ssm_parameters, run_mixer, tiny_vision_config
 from configuration_hydra import HydraVisionConfig
 from configuration_hydra.mixer_config import MIXER_FIELDS
 from modeling_hydra import HydraForImageClassification, HydraVisionModel
@@ -322,3 +324,24 @@ def test_trainer_learns_digits_and_needs_the_mixer(tmp_path):
     the same run with the mixer's output zeroed cannot pass half of the test set (see `scrambled_digits`)."""
     assert train_on_digits(tmp_path / "hydra") >= 0.85
     assert train_on_digits(tmp_path / "bypassed", bypass_mixer=True) <= 0.5 + 1e-9
+
+
+@pytest.mark.skipif(any(importlib.util.find_spec(name) is None for name in ("onnx", "onnxscript", "onnxruntime")),
+                    reason="onnx, onnxscript and onnxruntime are not installed")
+def test_export_onnx_script_on_a_vision_checkpoint(tmp_path, capsys):
+    """scripts/export_onnx.py recognizes a vision folder, exports a graph dynamic in batch, height and width, and
+    onnxruntime matches eager PyTorch on images of other sizes than the export example."""
+    import onnxruntime
+
+    model = save_classifier(tmp_path / "saved")
+    main = runpy.run_path(str(REPO_ROOT / "scripts" / "export_onnx.py"))["main"]
+    onnx_file = tmp_path / "model.onnx"
+    assert main([str(tmp_path / "saved"), "--output", str(onnx_file), "--no-optimize", "--threads", "1"]) == 0
+    assert "max |onnxruntime - eager| logits" in capsys.readouterr().out
+    session = onnxruntime.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["pixel_values"]
+    pixel_values = torch.randn(4, 3, 12, 44)
+    with torch.no_grad():
+        reference = model(pixel_values).logits.numpy()
+    (logits,) = session.run(["logits"], {"pixel_values": pixel_values.numpy()})
+    assert np.abs(logits - reference).max() <= 1e-5
