@@ -85,6 +85,7 @@ def main(argv=None) -> int:
     parser.add_argument("--hidden-size", type=int, help="override the config's hidden_size")
     parser.add_argument("--layers", type=int, help="override the config's num_hidden_layers")
     parser.add_argument("--intermediate-size", type=int, help="override the config's intermediate_size")
+    parser.add_argument("--chunk-size", type=int, help="override the config's chunk_size (the SSD's largest chunk)")
     parser.add_argument("--resolutions", type=int, nargs="+", default=[224, 384, 512])
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--modes", nargs="+", default=["forward", "fwd+bwd"], choices=["forward", "fwd+bwd"])
@@ -99,7 +100,8 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(args.threads)
     overrides = {key: value for key, value in (("hidden_size", args.hidden_size), ("num_hidden_layers", args.layers),
-                                               ("intermediate_size", args.intermediate_size)) if value is not None}
+                                               ("intermediate_size", args.intermediate_size),
+                                               ("chunk_size", args.chunk_size)) if value is not None}
     hydra_config = HydraVisionConfig.from_json_file(args.config)
     for key, value in overrides.items():
         setattr(hydra_config, key, value)
