@@ -307,3 +307,20 @@ def test_export_onnx_script_on_a_vision_checkpoint(tmp_path, capsys):
         reference = model(pixel_values).logits.numpy()
     (logits,) = session.run(["logits"], {"pixel_values": pixel_values.numpy()})
     assert np.abs(logits - reference).max() <= 1e-5
+
+
+def test_bench_vision_matches_parameters_and_reports_every_row(tmp_path):
+    """benchmarks/bench_vision.py at tiny settings: ViT's MLP width brings its parameters within one MLP step (64
+    columns) of Hydra's, and one row per resolution and mode is reported. No timing is checked."""
+    report = tmp_path / "bench.json"
+    result = subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / "bench_vision.py"), "--hidden-size", "64",
+                             "--layers", "1", "--intermediate-size", "128", "--resolutions", "32", "48", "--batch",
+                             "1", "--repeats", "1", "--warmups", "0", "--threads", "1", "--json", str(report)],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-4000:]
+    data = json.loads(report.read_text())
+    mlp_step = 64 * (2 * 64 + 1)  # 64 more MLP columns: fc1 weights and bias, fc2 weights, per block
+    assert abs(data["vit_parameters"] - data["hydra_parameters"]) <= mlp_step / 2
+    assert [(row["image"], row["mode"]) for row in data["rows"]] == [
+        (32, "forward"), (32, "fwd+bwd"), (48, "forward"), (48, "fwd+bwd")]
+    assert all(row["hydra_ms"] > 0 and row["vit_ms"] > 0 for row in data["rows"])
