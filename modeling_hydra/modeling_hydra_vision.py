@@ -14,7 +14,6 @@ from transformers import PreTrainedModel
 from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPooling, ImageClassifierOutput
-from transformers.utils import logging
 
 from configuration_hydra.configuration_hydra_vision import HydraVisionConfig
 
@@ -23,8 +22,6 @@ from .hydra_mixer import HydraMixer, HydraRMSNormGated
 from .remote_code import write_remote_code
 from .sequence_mixers import build_mixer
 from .ssd_backends import validate_backend_name
-
-logger = logging.get_logger(__name__)
 
 
 def _validate_pixel_values(config: HydraVisionConfig, pixel_values) -> None:
