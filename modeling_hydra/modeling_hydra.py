@@ -588,6 +588,11 @@ class HydraForMultipleChoice(HydraPreTrainedModel):
                              f"of {expected} dims (batch, num_choices, seqlen{', hidden' if expected == 4 else ''}),"
                              f" got {tuple(reference.shape) if isinstance(reference, torch.Tensor) else reference!r}")
         num_choices = reference.shape[1] if reference is not None else 0
+        for name, tensor in (("attention_mask", attention_mask), ("token_type_ids", token_type_ids),
+                             ("position_ids", position_ids)):  # before flattening (under export: one size per dim)
+            if isinstance(tensor, torch.Tensor) and reference is not None and tensor.shape != reference.shape[:3]:
+                raise ValueError(f"{name} must have the shape (batch, num_choices, seqlen) = "
+                                 f"{tuple(reference.shape[:3])}, got {tuple(tensor.shape)}")
         flat = lambda t: t.flatten(0, 1) if isinstance(t, torch.Tensor) and t.dim() > 2 else t  # (batch * choices, ...)
         if "seq_idx" in kwargs:
             kwargs["seq_idx"] = flat(kwargs["seq_idx"])
