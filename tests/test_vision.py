@@ -324,3 +324,24 @@ def test_bench_vision_matches_parameters_and_reports_every_row(tmp_path):
     assert [(row["image"], row["mode"]) for row in data["rows"]] == [
         (32, "forward"), (32, "fwd+bwd"), (48, "forward"), (48, "fwd+bwd")]
     assert all(row["hydra_ms"] > 0 and row["vit_ms"] > 0 for row in data["rows"])
+
+
+def test_hydra_vit_base_preset_has_the_papers_parameter_count():
+    """configs/hydra-vit-base.json (= HydraVisionConfig()'s sizes) against the count written out by hand: 91.0M with
+    ImageNet's 1000-class head (the paper: 91M), 90.2M without."""
+    config = HydraVisionConfig.from_json_file(str(REPO_ROOT / "configs" / "hydra-vit-base.json"))
+    assert {k: getattr(config, k) for k in ("hidden_size", "num_hidden_layers", "patch_size", "image_size")} == \
+           {k: getattr(HydraVisionConfig(), k) for k in ("hidden_size", "num_hidden_layers", "patch_size", "image_size")}
+    d, m, layers, p = config.hidden_size, config.intermediate_size, config.num_hidden_layers, config.patch_size
+    d_in, heads, state = config.expand * d, config.expand * d // config.headdim, config.ngroups * config.d_state
+    conv_dim = d_in + 4 * state
+    mixer = (d * (d_in + conv_dim + 2 * heads) + conv_dim * (config.d_conv + 1) + 3 * heads + d_in * heads + d_in
+             + d_in * d)
+    block = mixer + 2 * 2 * d + (d * m + m) + (m * d + d)
+    encoder = config.num_channels * p * p * d + d + layers * block + 2 * d
+    config.num_labels = 1000
+    with torch.device("meta"):
+        base, classifier = HydraVisionModel(config), HydraForImageClassification(config)
+    assert sum(t.numel() for t in base.parameters()) == encoder
+    assert sum(t.numel() for t in classifier.parameters()) == encoder + d * 1000 + 1000
+    assert round(encoder / 1e6, 1) == 90.2 and round((encoder + d * 1000 + 1000) / 1e6, 1) == 91.0
