@@ -16,6 +16,7 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPooling, ImageClassifierOutput
 
 from configuration_hydra.configuration_hydra_vision import HydraVisionConfig
+from configuration_hydra.mixer_config import RUNTIME_FIELDS
 
 from .execution_plan import build_execution_plan
 from .hydra_mixer import HydraMixer, HydraRMSNormGated
@@ -133,6 +134,13 @@ class HydraVisionEncoder(nn.Module):
         return hidden_states, all_hidden_states
 
 
+# Fields that do not shape the modules: read only when the weights are created (init ranges, dropout and
+# stochastic-depth rates), or only recorded (the training resolution). Every other field is frozen when a model is
+# built, as for the text models.
+_UNFROZEN_FIELDS = (*RUNTIME_FIELDS, "image_size", "initializer_range", "dt_min", "dt_max", "dt_init_floor",
+                    "hidden_dropout_prob", "drop_path_rate")
+
+
 class HydraVisionPreTrainedModel(PreTrainedModel):
     """Weight initialization (ViT's for the ViT parts, the original Hydra's for the mixer) and saving as a
     self-contained remote-code folder."""
@@ -148,6 +156,19 @@ class HydraVisionPreTrainedModel(PreTrainedModel):
         super().__init__(config, *inputs, **kwargs)
         config.validate()  # `from_pretrained(..., field=value)` overrides bypass the config's own checks
         validate_backend_name(config.ssd_backend)
+        self._built_with = {field: getattr(config, field) for field in type(config).FIELD_RULES
+                            if field not in _UNFROZEN_FIELDS}
+
+    def check_config_unchanged(self):
+        """ValueError if a field that shapes the modules was changed on the config after the model was built: the
+        modules would ignore it and a saved folder would not load back into these weights."""
+        for field, built in self._built_with.items():
+            if getattr(self.config, field) != built:
+                raise ValueError(
+                    f"config.{field} was changed to {getattr(self.config, field)!r} after the model was built with "
+                    f"{built!r}: it shapes the modules, so it cannot change now. Build a new model from the changed "
+                    f"config instead (or set it back to {built!r}). Only {', '.join(_UNFROZEN_FIELDS)} may change."
+                )
 
     def _init_weights(self, module):
         std = self.config.initializer_range
@@ -170,6 +191,7 @@ class HydraVisionPreTrainedModel(PreTrainedModel):
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """Save weights and config, plus the model's source files and a full `auto_map` for remote-code loading."""
+        self.check_config_unchanged()
         self.config.auto_map = dict(AUTO_MAP)
         super().save_pretrained(save_directory, *args, **kwargs)
         if kwargs.get("is_main_process", True):
@@ -203,6 +225,7 @@ class HydraVisionModel(HydraVisionPreTrainedModel):
         if kwargs.get("output_attentions"):
             raise ValueError("Hydra has no attention maps: its sequence mixer is a state-space model, so "
                              "output_attentions=True is not supported.")
+        self.check_config_unchanged()
         output_hidden_states = (output_hidden_states if output_hidden_states is not None
                                 else self.config.output_hidden_states)
         return_dict = return_dict if return_dict is not None else self.config.return_dict

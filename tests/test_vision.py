@@ -345,3 +345,21 @@ def test_hydra_vit_base_preset_has_the_papers_parameter_count():
     assert sum(t.numel() for t in base.parameters()) == encoder
     assert sum(t.numel() for t in classifier.parameters()) == encoder + d * 1000 + 1000
     assert round(encoder / 1e6, 1) == 90.2 and round((encoder + d * 1000 + 1000) / 1e6, 1) == 91.0
+
+
+def test_fields_that_shape_the_modules_are_frozen_once_built(tmp_path):
+    """A field that shapes the modules, changed after the model was built, raises at forward and at save (the saved
+    folder would not load back into these weights); runtime fields and the recorded resolution may change."""
+    model = HydraForImageClassification(tiny_vision_config(num_labels=3)).eval()
+    pixel_values = torch.randn(1, 3, 16, 16)
+    model.config.patch_size = 8  # a valid value, but the patch convolution has 4x4 kernels
+    with pytest.raises(ValueError, match="patch_size was changed to 8 after the model was built with 4"):
+        model(pixel_values)
+    with pytest.raises(ValueError, match="patch_size was changed"):
+        model.save_pretrained(tmp_path / "saved")
+    assert not (tmp_path / "saved" / "config.json").exists()
+    model.config.patch_size = 4
+    model.config.chunk_size, model.config.mixer_recompute, model.config.image_size = 4, "always", 64
+    model(pixel_values)
+    model.save_pretrained(tmp_path / "saved")
+    assert HydraForImageClassification.from_pretrained(tmp_path / "saved").config.image_size == 64
