@@ -10,6 +10,10 @@ import torch
 import modeling_hydra
 from configuration_hydra import HydraConfig, HydraVisionConfig
 
+# pytest's assertion messages in transformers' common tests (test_transformers_common.py,
+# test_vision_transformers_common.py), registered before either imports them
+pytest.register_assert_rewrite("transformers_sdist_tests")
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TOKENIZER_DIR = REPO_ROOT / "assets" / "tokenizer" / "bert-base-uncased"
 SHARED_DIR = REPO_ROOT.parent / "shared"

@@ -17,7 +17,6 @@ from transformers_common.sdist_tests import SdistTestsUnavailable, load_sdist_te
 
 pytest.importorskip("parameterized", reason="transformers' test_modeling_common.py needs `parameterized` "
                                             "(pip install -e \".[test]\")")
-pytest.register_assert_rewrite("transformers_sdist_tests")
 try:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", pytest.PytestUnknownMarkWarning)
