@@ -8,6 +8,9 @@ ignore index) and is 0, not NaN, when every position is ignored.
 """
 
 import math
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -15,7 +18,7 @@ from torch.nn import functional as F
 from transformers import (AutoModelForMultipleChoice, AutoTokenizer, DataCollatorForMultipleChoice, Trainer,
                           TrainerCallback, TrainingArguments)
 
-from conftest import TOKENIZER_DIR, tiny_config
+from conftest import REPO_ROOT, TOKENIZER_DIR, tiny_config
 from modeling_hydra import (HydraForMaskedLM, HydraForMultipleChoice, HydraForQuestionAnswering,
                             HydraForSequenceClassification, HydraForTokenClassification)
 from modeling_hydra.head_losses import cross_entropy_loss, question_answering_loss, sequence_classification_loss
@@ -326,3 +329,37 @@ def test_span_loss_functions_refuse_malformed_positions():
         question_answering_loss(logits, logits, torch.tensor([1.0, 2.0]), torch.tensor([1, 2]))
     with pytest.raises(ValueError, match="end_positions must hold one index per row"):
         question_answering_loss(logits, logits, torch.tensor([1, 2]), torch.tensor([1, 2, 3]))
+
+
+# ---------------------------------------------------------------------------- data parallelism and sharding
+
+
+def test_no_split_modules_keep_every_hydra_layer_on_one_device():
+    """`device_map="auto"` places whole `HydraLayer`s (their residual adds the layer's input to the mixer's output,
+    and the mixer reads its own A_log, D and dt_bias next to its submodules); without the declaration accelerate
+    would split a layer across devices with this memory budget."""
+    from accelerate import infer_auto_device_map
+    from accelerate.utils import compute_module_sizes
+
+    model = HydraForSequenceClassification(tiny_config(num_hidden_layers=4))
+    assert set(model._no_split_modules) == {"HydraLayer"}
+    layer = compute_module_sizes(model)["hydra.encoder.layer.0"]
+    budget = {"cpu": int(layer * 1.5), "disk": 10**9}
+    placed = infer_auto_device_map(model, max_memory=budget, no_split_module_classes=model._no_split_modules)
+    inside_a_layer = [name for name in placed if name.startswith("hydra.encoder.layer.") and name.count(".") > 3]
+    assert not inside_a_layer, placed
+    assert len(set(placed.values())) == 2  # the budget does force a split: between layers
+    assert [n for n in infer_auto_device_map(model, max_memory=budget) if n.count(".") > 3]  # the test can fail
+
+
+def test_two_process_ddp_and_fsdp2_give_the_loss_and_update_of_one_batch():
+    """scripts/fsdp_cpu_check.py: the Trainer under torchrun (DDP over gloo, 2 x 8) and PyTorch FSDP2 sharding every
+    HydraLayer (2 x 8) take the same SGD step and log the same loss as one process with batch 16. (The Trainer's own
+    `--fsdp full_shard` is not sharded on CPU by accelerate; `python scripts/fsdp_cpu_check.py` reports it.)"""
+    command = [sys.executable, str(REPO_ROOT / "scripts" / "fsdp_cpu_check.py"), "--modes", "ddp", "fsdp2"]
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=600,
+                               env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    assert completed.returncode == 0, completed.stdout[-4000:] + completed.stderr[-4000:]
+    lines = completed.stdout.splitlines()
+    assert any(line.startswith("ddp:") and ": OK;" in line and "DistributedDataParallel" in line for line in lines)
+    assert any(line.startswith("fsdp2:") and ": OK;" in line and "FSDPHydraLayer" in line for line in lines)
