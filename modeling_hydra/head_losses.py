@@ -22,6 +22,8 @@ accumulation steps; it is exact for micro-batches with the same number of answer
 `num_items_in_batch` for it gets `(sum of start losses + sum of end losses) / (2 * num_items_in_batch)`.
 """
 
+import numbers
+
 import torch
 from torch.nn import functional as F
 
@@ -52,10 +54,10 @@ def _normalise(total, count, num_items_in_batch):
             raise ValueError("num_items_in_batch must hold one number (the scored label count of the step), got a "
                              f"tensor of shape {tuple(num_items_in_batch.shape)}")
         denominator = num_items_in_batch.reshape(()).to(total.device)  # DataParallel hands each replica a (1, 1)
-    elif isinstance(num_items_in_batch, (int, float)) and not isinstance(num_items_in_batch, bool):
+    elif isinstance(num_items_in_batch, numbers.Real) and not isinstance(num_items_in_batch, bool):
         if not num_items_in_batch >= 0:
             raise ValueError(f"num_items_in_batch must be a count >= 0, got {num_items_in_batch!r}")
-        denominator = torch.tensor(num_items_in_batch, device=total.device)
+        denominator = torch.tensor(float(num_items_in_batch), device=total.device)
     else:
         raise ValueError("num_items_in_batch must be a number or a one-element tensor, got "
                          f"{type(num_items_in_batch).__name__}")

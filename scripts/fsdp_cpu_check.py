@@ -102,6 +102,7 @@ def sharded_units(model):
 
 
 def write_result(output_dir, record, state):
+    Path(output_dir).mkdir(parents=True, exist_ok=True)
     (Path(output_dir) / "loss.json").write_text(json.dumps(record))
     torch.save({k: v.detach().cpu() for k, v in state.items()}, Path(output_dir) / "weights.pt")
 
