@@ -57,7 +57,7 @@ def _normalise(total, count, num_items_in_batch):
     elif isinstance(num_items_in_batch, numbers.Real) and not isinstance(num_items_in_batch, bool):
         if not num_items_in_batch >= 0:
             raise ValueError(f"num_items_in_batch must be a count >= 0, got {num_items_in_batch!r}")
-        denominator = torch.tensor(float(num_items_in_batch), device=total.device)
+        denominator = torch.tensor(float(num_items_in_batch), dtype=total.dtype, device=total.device)
     else:
         raise ValueError("num_items_in_batch must be a number or a one-element tensor, got "
                          f"{type(num_items_in_batch).__name__}")

@@ -258,8 +258,9 @@ def test_cross_entropy_of_half_precision_logits_is_summed_in_float32():
 
 def test_run_swag_style_fine_tuning_of_a_saved_multiple_choice_model(tmp_path):
     """As transformers' examples/pytorch/multiple-choice/run_swag.py does it: a checkpoint loaded through remote code
-    with AutoModelForMultipleChoice, features from the tokenizer on (context, ending) pairs, DataCollatorForMultipleChoice,
-    and Trainer train + evaluate with gradient accumulation (the Trainer passes num_items_in_batch)."""
+    with AutoModelForMultipleChoice, features from the tokenizer on (context, ending) pairs,
+    DataCollatorForMultipleChoice, and Trainer train + evaluate with gradient accumulation (the Trainer passes
+    num_items_in_batch; HydraForMultipleChoice raised a ValueError on it)."""
     tokenizer = AutoTokenizer.from_pretrained(TOKENIZER_DIR)
     HydraForMultipleChoice(tiny_config(vocab_size=tokenizer.vocab_size)).save_pretrained(tmp_path / "checkpoint")
     model = AutoModelForMultipleChoice.from_pretrained(tmp_path / "checkpoint", trust_remote_code=True)
