@@ -9,7 +9,9 @@ the model as `num_items_in_batch`. A model that accepts it (`accepts_loss_kwargs
 and the Trainer then neither divides by `gradient_accumulation_steps` nor averages the ranks' losses (it multiplies
 by the number of processes to undo the data-parallel gradient mean). Summed over the micro-batches and ranks, this is
 the mean over the scored entries of the whole step: the same loss and the same gradients as one batch holding them
-all. Without `num_items_in_batch` each loss is the mean over the micro-batch's own scored entries, as BERT's.
+all. (With `average_tokens_across_devices=False` the count is per process and the processes' gradients are averaged:
+exact only when the processes score equal numbers of entries.) Without `num_items_in_batch` each loss is the mean
+over the micro-batch's own scored entries, as BERT's.
 
 An entry is what the Trainer counts, one element of `labels`: a token for masked LM and token classification, an
 example for single-label classification, regression with one output and multiple choice, and one (example, label)
