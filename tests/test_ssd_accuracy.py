@@ -1,6 +1,6 @@
 """float32 accuracy of the torch SSD at large decays (issue 10 item 7): the norm-wise relative error against the
 float64 materialized matrix stays <= 1e-4 wherever |A|·Δ <= 10 per step, on long rows, at chunk lengths 64 and 256,
-with and without sequence boundaries. The measurement is scripts/ssd_accuracy_curve.py (its README table)."""
+with and without sequence boundaries. The measurement is benchmarks/ssd_accuracy_curve.py (its README table)."""
 
 import pytest
 import torch

@@ -6,8 +6,8 @@
 The inputs: x, B, C and the diagonal standard normal (B, C scaled by 1/sqrt(d_state)), Δ uniform in [0.5, 1] and
 A = -v for every head, so that |A|·Δ per step lies in [v/2, v]; one row of --seqlen tokens.
 
-    python scripts/ssd_accuracy_curve.py                  # L = 1024, chunks 64 and 256, v = 0.01 ... 1e4
-    python scripts/ssd_accuracy_curve.py --seqlen 4096 --chunk_sizes 64 128 --decays 1 10 100
+    python benchmarks/ssd_accuracy_curve.py                  # L = 1024, chunks 64 and 256, v = 0.01 ... 1e4
+    python benchmarks/ssd_accuracy_curve.py --seqlen 4096 --chunk_sizes 64 128 --decays 1 10 100
 
 Prints a markdown table: one row per v, one column per chunk length.
 """
