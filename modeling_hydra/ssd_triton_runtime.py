@@ -1,8 +1,8 @@
 """Optional Triton import shared by the Triton SSD kernels, and the one place that decides how their tl.dot runs.
 
-Every file of the Triton path imports triton only through this module, inside `try:`, so the files (and the torch
-`_ref` references beside the kernels) import on machines without triton; the kernels then stay plain functions and
-the backend registry refuses the "triton" backend before any of them could be launched.
+Every file of the Triton path imports triton only through this module, inside `try:`, so the files import on
+machines without triton; the kernels then stay plain functions and the backend registry refuses the "triton" backend
+before any of them could be launched.
 
 Precision of the dots (`dot_config`):
 - bfloat16 / float16 inputs: 16-bit tensor-core operands, float32 accumulation.
