@@ -249,7 +249,9 @@ def test_sequence_boundaries_match_each_sequence_alone(kernels, packing):
     inputs64 = [t.detach().double().requires_grad_() for t in inputs]
     y_ref = per_sequence_reference(inputs64, lengths_per_row, chunk_size)
     references = (y_ref, *torch.autograd.grad(y_ref, inputs64, dy.double()))
-    assert_close(results, references, 1e-5, packing)
+    # dA sums dt * (row sums - column sums of the pair weights) over whole rows: float32 cancellation leaves ~1e-5
+    # relative with many short sequences (1.3e-5 for 30 sequences in a chunk of 64); every other output <= ~1e-6.
+    assert_close(results, references, 1e-5, packing, tolerances={"A": 1e-4})
     assert rel_rms(results[0], ssd_oracle(*inputs64, seq_idx=seq_idx)) < 1e-5
     # int64 ids give the same result
     y64 = kernels.ssd_triton.ssd_bidirectional_triton(*inputs, chunk_size, seq_idx=seq_idx.long())
