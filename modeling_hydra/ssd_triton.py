@@ -19,6 +19,7 @@ tl.dot precision: see ssd_triton_runtime.py; block sizes: ssd_triton_launch.py.
 
 import torch
 
+from .execution_plan import TRITON_MAX_CHUNK, TRITON_MIN_CHUNK
 from .ssd_triton_chunk_cb import chunk_cb
 from .ssd_triton_chunk_cumsum import chunk_cumsum, chunk_cumsum_bwd
 from .ssd_triton_chunk_scan import chunk_scan
@@ -98,8 +99,10 @@ def check_ssd_inputs(x, dt_f, dt_b, A, B_f, C_f, B_b, C_b, diag, chunk_size, seq
         if t.dtype not in INPUT_DTYPES:
             raise ValueError(f"ssd_bidirectional_triton: {name} has dtype {t.dtype}; the kernels support "
                              f"{', '.join(str(d) for d in INPUT_DTYPES)}")
-    if not isinstance(chunk_size, int) or not 16 <= chunk_size <= 256 or chunk_size & (chunk_size - 1):
-        raise ValueError(f"ssd_bidirectional_triton: chunk_size must be a power of two in [16, 256], got "
+    if (not isinstance(chunk_size, int) or not TRITON_MIN_CHUNK <= chunk_size <= TRITON_MAX_CHUNK
+            or chunk_size & (chunk_size - 1)):
+        raise ValueError(f"ssd_bidirectional_triton: chunk_size must be a power of two in [{TRITON_MIN_CHUNK}, "
+                         f"{TRITON_MAX_CHUNK}], got "
                          f"{chunk_size!r}")
     if x.dim() != 4:
         raise ValueError(f"ssd_bidirectional_triton: x must be (batch, seqlen, nheads, headdim), got shape "
@@ -148,7 +151,7 @@ def check_ssd_inputs(x, dt_f, dt_b, A, B_f, C_f, B_b, C_b, diag, chunk_size, seq
 def ssd_bidirectional_triton(x, dt_f, dt_b, A, B_f, C_f, B_b, C_b, diag, chunk_size, seq_idx=None):
     """Bidirectional SSD of the Hydra mixer on Triton kernels; arguments and result as `ssd_bidirectional_torch`.
 
-    chunk_size: a power of two in [16, 256]; seq_idx: None or int32/int64 (batch, seqlen) sequence ids,
+    chunk_size: a power of two in [TRITON_MIN_CHUNK, TRITON_MAX_CHUNK] (execution_plan.py); seq_idx: None or int32/int64 (batch, seqlen) sequence ids,
     non-decreasing along each row. Raises ValueError for inputs the kernels cannot take.
     """
     check_ssd_inputs(x, dt_f, dt_b, A, B_f, C_f, B_b, C_b, diag, chunk_size, seq_idx, triton_kernels_interpreted())
