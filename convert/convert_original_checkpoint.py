@@ -13,8 +13,10 @@ repository and a README.md model card generated from model_cards/.
 beside it and swapped in when complete (convert/output_folder.py), so a kill at any point leaves the old or the new
 folder. A previous conversion is recognized by the marker file the converter writes last (CONVERSION_MARKER: the
 converter's name, a format version and the sha256 of every file it wrote), never by file names: a folder written
-by `save_pretrained`, or one holding a file the marker does not list or a listed file that was changed, is refused. The file imports this project's packages by their names (configuration_hydra, modeling_hydra, convert,
-model_cards), so it runs as a script and as `convert.convert_original_checkpoint` once the project is installed.
+by `save_pretrained`, or one holding a file the marker does not list or a listed file that was changed, is refused.
+The file imports this project's packages by their installed names (configuration_hydra, modeling_hydra,
+hydra_transformers.convert, hydra_transformers.model_cards), so it runs as a script and as
+`hydra_transformers.convert.convert_original_checkpoint` once the project is installed.
 """
 
 import argparse
@@ -33,8 +35,8 @@ from safetensors.torch import load_file
 from transformers.utils import logging as hf_logging
 
 from configuration_hydra import HydraConfig
-from convert.output_folder import recover_interrupted_run, replace_folder
-from model_cards.generate_model_card import read_results, render_model_card
+from hydra_transformers.convert.output_folder import recover_interrupted_run, replace_folder
+from hydra_transformers.model_cards.generate_model_card import read_results, render_model_card
 from modeling_hydra import HydraForMaskedLM, HydraForSequenceClassification
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

@@ -53,7 +53,7 @@ from transformers import __version__ as transformers_version
 from transformers.utils import logging
 
 from configuration_hydra import HydraConfig
-from hydra_glue import get_glue_task, load_glue_directory
+from hydra_transformers.glue import get_glue_task, load_glue_directory
 from modeling_hydra import HydraForSequenceClassification, HydraModel
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

@@ -31,7 +31,7 @@ import numpy as np
 from datasets import DatasetDict, load_dataset
 from transformers import DataCollatorWithPadding, EvalPrediction, PreTrainedConfig, Trainer, default_data_collator
 
-from hydra_glue import (
+from hydra_transformers.glue import (
     GLUE_TASKS,
     compute_glue_metrics,
     get_glue_task,
@@ -39,7 +39,7 @@ from hydra_glue import (
     with_combined_score,
     write_glue_submission,
 )
-from hydra_glue import script_setup
+from hydra_transformers.glue import script_setup
 
 logger = logging.getLogger(__name__)
 

@@ -26,9 +26,9 @@ import datasets
 from datasets import load_dataset
 from transformers import DataCollatorForLanguageModeling, Trainer
 
-from hydra_glue import get_glue_task, load_glue_directory
-from hydra_glue import script_setup
-from hydra_glue.mlm_packing import DataCollatorForPackedLanguageModeling
+from hydra_transformers.glue import get_glue_task, load_glue_directory
+from hydra_transformers.glue import script_setup
+from hydra_transformers.glue.mlm_packing import DataCollatorForPackedLanguageModeling
 
 logger = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ import torch.nn.functional as F
 import yaml
 
 from conftest import REPO_ROOT, lay_out_as_hub_cache
-from convert import output_folder
-from convert.convert_original_checkpoint import (
+from hydra_transformers.convert import output_folder
+from hydra_transformers.convert.convert_original_checkpoint import (
     CONVERSION_MARKER,
     TOKENIZER_FILES,
     build_hydra_config,
@@ -28,7 +28,7 @@ from convert.convert_original_checkpoint import (
     read_original_config,
     resolve_config_fields,
 )
-from model_cards.generate_model_card import main as generate_model_card
+from hydra_transformers.model_cards.generate_model_card import main as generate_model_card
 from modeling_hydra import HydraForMaskedLM, HydraForSequenceClassification
 from modeling_hydra.modeling_hydra import AUTO_MAP
 
@@ -796,11 +796,12 @@ def test_push_to_hub_without_network_says_so_in_one_line(tmp_path, capsys, monke
 
 
 def test_the_converter_imports_the_model_card_generator():
-    import convert.convert_original_checkpoint as converter
-    import model_cards
-    import model_cards.generate_model_card as generator
+    import hydra_transformers.convert.convert_original_checkpoint as converter
+    import hydra_transformers.model_cards as model_cards
+    import hydra_transformers.model_cards.generate_model_card as generator
 
     assert model_cards.__file__ is not None  # a regular package, not a namespace found by accident
+    assert model_cards.__name__ == "hydra_transformers.model_cards" and "model_cards" not in sys.modules
     assert converter.render_model_card is generator.render_model_card
     assert converter.read_results is generator.read_results
 
@@ -812,7 +813,7 @@ import sys
 class _HideProject:
     '''This project's packages are installed here; hide them so only the folder's remote code can be used.'''
     def find_spec(self, name, path=None, target=None):
-        if name.split('.')[0] in {'configuration_hydra', 'modeling_hydra', 'convert', 'model_cards'}:
+        if name.split('.')[0] in {'configuration_hydra', 'modeling_hydra', 'hydra_transformers'}:
             raise ModuleNotFoundError(f'{name} is hidden in this test')
         return None
 sys.meta_path.insert(0, _HideProject())

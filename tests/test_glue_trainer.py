@@ -34,7 +34,7 @@ from transformers import (
     TrainingArguments,
 )
 
-from hydra_glue import GlueFormatError, script_setup
+from hydra_transformers.glue import GlueFormatError, script_setup
 from modeling_hydra import HydraForSequenceClassification
 
 pytestmark = pytest.mark.usefixtures("single_thread")
