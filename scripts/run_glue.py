@@ -12,7 +12,7 @@ for config files, Hydra loads with this repository's classes; other models go th
 its progress bar and metrics; --log_level info shows what transformers and the Trainer do.
 
 Fine-tune a small Hydra from scratch on the embedded SST-2 sample (10,000 training sentences; about 1.5 minutes on
-2 idle CPU cores, dev accuracy about 0.77):
+2 idle CPU cores, dev accuracy about 0.77-0.78 depending on library versions and threads):
 
     python scripts/run_glue.py --task_name sst2 --glue_dir assets/glue_sample --config_name configs/hydra-small.json \
         --tokenizer_name assets/tokenizer/bert-base-uncased --do_train --do_eval --num_train_epochs 1 \
