@@ -61,7 +61,7 @@ def float32_bound(dt_f, dt_b, A, chunk_size) -> float:
       rounding error of at most u·S, which exp turns into a relative error of the factor: 2·u·S = EPS32·S.
     This is a worst case relative to the sum of magnitudes; on random inputs rounding errors add like a random walk
     (~sqrt(n)·u), which covers the cancellation in the sums (their RMS is ~n^-1/2 of the sum of magnitudes): the
-    errors measured here are 5 to 50 times below the bound."""
+    errors measured here (triton 3.9.0) are 4 to 70 times below the bound."""
     return EPS32 * (chunk_size + largest_chunk_decay(dt_f, dt_b, A, chunk_size))
 
 
