@@ -22,7 +22,7 @@ from transformers import ViTConfig, ViTForImageClassification
 from transformers.utils import logging
 
 from configuration_hydra import HydraVisionConfig
-from hydra_glue.digits import SCRAMBLED, digits_examples, train_and_evaluate
+from hydra_transformers.glue.digits import SCRAMBLED, digits_examples, train_and_evaluate
 from modeling_hydra import HydraForImageClassification
 
 HIDDEN, LAYERS = 32, 2

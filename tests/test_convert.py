@@ -1,7 +1,9 @@
 """convert/convert_original_checkpoint.py: original-format checkpoints are built here with random values, converted,
-and the converted models are compared with an independent float64 implementation of the ORIGINAL forward pass
-(HYDRA_SPEC.md §1-2). Also: corrupted and wrong inputs, the model card, --push_to_hub plumbing, and loading the
-converted folder offline from a Hub-cache layout in a fresh interpreter that cannot import this project."""
+and the converted models are compared with an independent float64 implementation of the ORIGINAL forward pass (the
+authors' code, github.com/goombalab/hydra: the mixer of `hydra/modules/hydra.py`, the BERT layers of
+`hydra/bert/src/bert_layers.py`). Also: corrupted and wrong inputs, the model card, --push_to_hub plumbing, and
+loading the converted folder offline from a Hub-cache layout in a fresh interpreter that cannot import this
+project."""
 
 import argparse
 import hashlib
@@ -14,12 +16,12 @@ import sys
 
 import pytest
 import torch
-import torch.nn.functional as F
 import yaml
 
 from conftest import REPO_ROOT, lay_out_as_hub_cache
-from convert import output_folder
-from convert.convert_original_checkpoint import (
+from hydra_transformers.convert import output_folder
+from hydra_transformers.convert.convert_original_checkpoint import (
+    CONVERSION_MARKER,
     TOKENIZER_FILES,
     build_hydra_config,
     build_parser,
@@ -27,9 +29,10 @@ from convert.convert_original_checkpoint import (
     read_original_config,
     resolve_config_fields,
 )
-from model_cards.generate_model_card import main as generate_model_card
+from hydra_transformers.model_cards.generate_model_card import main as generate_model_card
 from modeling_hydra import HydraForMaskedLM, HydraForSequenceClassification
 from modeling_hydra.modeling_hydra import AUTO_MAP
+from ssd_oracle import mixer_oracle
 
 SCRIPT = REPO_ROOT / "convert" / "convert_original_checkpoint.py"
 KILL_CHILD = REPO_ROOT / "tests" / "convert_kill_child.py"
@@ -50,7 +53,8 @@ VOCAB_PADDED = 30528
 
 
 def original_state_dict(cfg: dict, head: str, num_labels: int = 3, seed: int = 0) -> dict:
-    """Random, non-trivial values for every tensor of an original Hydra BERT (keys of HYDRA_SPEC.md §4)."""
+    """Random, non-trivial values for every tensor of an original Hydra BERT (the keys of the authors' composer
+    checkpoints, from `hydra/bert/src/bert_layers.py`)."""
     gen = torch.Generator().manual_seed(seed)
 
     def rnd(*shape, scale=0.3, center=0.0):
@@ -120,7 +124,7 @@ def save_checkpoint(state: dict, path, layout: str, prefix: bool):
     torch.save(tensors, path)
 
 
-# ---------------------------------------------------- the ORIGINAL forward in float64, written from the spec
+# ---------------------------------------------------- the ORIGINAL forward in float64 (authors' code, unpadded rows)
 
 
 def layer_norm(x, weight, bias, eps):
@@ -130,43 +134,13 @@ def layer_norm(x, weight, bias, eps):
 
 
 def reference_mixer(u, p, cfg):
-    """Spec §1 for one sequence u (L, d): materialized quasiseparable matrix per head, with the shift."""
-    L = u.shape[0]
-    d_in = cfg["expand"] * cfg["hidden_size"]
-    P, N, K = cfg["headdim"], cfg["d_state"], cfg["d_conv"]
-    H = d_in // P
-    zxbcdt = u @ p["in_proj.weight"].T
-    z, xBC, dt = zxbcdt[:, :d_in], zxbcdt[:, d_in:2 * d_in + 4 * N], zxbcdt[:, 2 * d_in + 4 * N:]
-    padded = torch.cat([torch.zeros(K // 2, xBC.shape[1], dtype=u.dtype), xBC,
-                        torch.zeros(K // 2, xBC.shape[1], dtype=u.dtype)])
-    weight = p["conv1d.weight"][:, 0, :]  # (channels, K)
-    conv = torch.stack([(padded[t:t + K].T * weight).sum(-1) for t in range(L)]) + p["conv1d.bias"]
-    xBC = conv * torch.sigmoid(conv)
-    x = xBC[:, :d_in]
-    B_f, C_f, B_b, C_b = (xBC[:, d_in + j * N:d_in + (j + 1) * N] for j in range(4))
-    delta_f = F.softplus(dt[:, :H] + p["dt_bias"])
-    delta_b = F.softplus(dt[:, H:] + p["dt_bias"])
-    A = -torch.exp(p["A_log"])
-    diag = x @ p["fc_D.weight"].T + p["D"]  # (L, H)
-    y = torch.zeros(L, d_in, dtype=u.dtype)
-    for h in range(H):
-        log_a_f, log_a_b = delta_f[:, h] * A[h], delta_b[:, h] * A[h]
-        M = torch.zeros(L, L, dtype=u.dtype)
-        for t in range(L):
-            for s in range(L):
-                if s < t:  # uses C_f[t-1], decays a_{s+1} .. a_{t-1}
-                    M[t, s] = (C_f[t - 1] @ B_f[s]) * torch.exp(log_a_f[s + 1:t].sum()) * delta_f[s, h]
-                elif s > t:  # uses C_b[t+1], decays a_{t+1} .. a_{s-1}
-                    M[t, s] = (C_b[t + 1] @ B_b[s]) * torch.exp(log_a_b[t + 1:s].sum()) * delta_b[s, h]
-                else:
-                    M[t, t] = diag[t, h]
-        y[:, h * P:(h + 1) * P] = M @ x[:, h * P:(h + 1) * P]
-    y = y / torch.sqrt((y ** 2).mean(-1, keepdim=True) + 1e-5) * p["norm.weight"] * (z * torch.sigmoid(z))
-    return y @ p["out_proj.weight"].T
+    """The mixer for one sequence u (L, d): the float64 oracle of ssd_oracle.py (one group of B and C, as released)."""
+    return mixer_oracle(u[None], p, cfg["headdim"], 1, cfg["d_state"])[0]
 
 
 def reference_logits(state, cfg, head, input_ids, token_type_ids):
-    """Spec §2: the original model's logits for unpadded rows, float64."""
+    """The original model's logits for unpadded rows, float64: embeddings without positions (unless configured),
+    post-norm (or pre-norm) layers without MLP, the BERT MLM head with exact-erf GELU or the pooler and classifier."""
     s = {k: v.double() for k, v in state.items() if v.is_floating_point()}
     outputs = []
     for ids, types in zip(input_ids, token_type_ids):
@@ -275,7 +249,7 @@ def test_converted_logits_equal_the_original_forward(tmp_path, capsys, head, lay
     if "id2label" in cfg:
         assert config["id2label"] == cfg["id2label"]
     expected_files = {"config.json", "model.safetensors", "README.md", "modeling_hydra.py", "configuration_hydra.py",
-                      "hydra_mixer.py", *TOKENIZER_FILES}
+                      "hydra_mixer.py", CONVERSION_MARKER, *TOKENIZER_FILES}
     assert expected_files <= {p.name for p in out.iterdir()}
     assert [p.name for p in out.parent.iterdir()] == [out.name]  # no temporary folder left
     stdout = capsys.readouterr().out
@@ -520,6 +494,49 @@ def test_overwrite_replaces_only_a_previous_conversion(tmp_path, capsys, monkeyp
     assert_matches_original(out, original_state_dict(ORIGINAL_CONFIG, "mlm", seed=1), ORIGINAL_CONFIG, "mlm")
 
 
+def test_overwrite_refuses_a_save_pretrained_folder_holding_only_the_converters_file_names(tmp_path, capsys):
+    """A folder written by save_pretrained plus the tokenizer and a README.md has the very file names a conversion
+    writes; only the converter's marker makes a folder replaceable."""
+    out = tmp_path / "finetuned"
+    model = HydraForMaskedLM(build_hydra_config(resolve_config_fields(ORIGINAL_CONFIG, "test", {})[0], None))
+    model.save_pretrained(out)
+    for name in TOKENIZER_FILES:
+        (out / name).write_bytes((REPO_ROOT / "assets" / "tokenizer" / "bert-base-uncased" / name).read_bytes())
+    (out / "README.md").write_text("my fine-tuned model")
+    before = folder_contents(out)
+    assert main(conversion_args(tmp_path, out, 0, "--overwrite")) == 1
+    err = capsys.readouterr().err
+    assert "is not a previous conversion" in err and CONVERSION_MARKER in err
+    assert folder_contents(out) == before and hidden_leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("change", ["user code named by auto_map", "edited remote-code file", "forged marker"])
+def test_overwrite_refuses_a_conversion_a_user_changed(tmp_path, capsys, change):
+    out = tmp_path / "out" / "model"
+    assert main(conversion_args(tmp_path, out, 0)) == 0
+    marker = json.loads((out / CONVERSION_MARKER).read_text())
+    assert marker["files"].keys() == {p.name for p in out.iterdir()} - {CONVERSION_MARKER}
+    if change == "user code named by auto_map":
+        (out / "my_head.py").write_text("from .modeling_hydra import HydraForMaskedLM as MyHead\n")
+        config = json.loads((out / "config.json").read_text())
+        config["auto_map"]["AutoModelForTokenClassification"] = "my_head.MyHead"
+        (out / "config.json").write_text(json.dumps(config))
+        named = "my_head.py"
+    elif change == "edited remote-code file":
+        with open(out / "hydra_mixer.py", "a") as f:
+            f.write("# my local fix\n")
+        named = "hydra_mixer.py"
+    else:  # a marker naming the files by name only (no hashes) is not the converter's
+        (out / "notes.txt").write_text("mine")
+        (out / CONVERSION_MARKER).write_text(json.dumps({"files": {"notes.txt": "", **marker["files"]}}))
+        named = "notes.txt"
+    before = folder_contents(out)
+    assert main(conversion_args(tmp_path, out, 1, "--overwrite")) == 1
+    err = capsys.readouterr().err
+    assert "is not a previous conversion" in err and named in err
+    assert folder_contents(out) == before and hidden_leftovers(out.parent) == []
+
+
 def test_a_symlinked_output_path_keeps_its_link(tmp_path, capsys):
     real = tmp_path / "models" / "hydra-v1"
     link = tmp_path / "current"
@@ -632,6 +649,35 @@ def test_model_card_metadata_usage_and_results(tmp_path, capsys):
     assert_failed_cleanly(code, capsys, out, "Invalid --results file", "is not a number")
 
 
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity"])
+def test_model_card_refuses_non_finite_results(tmp_path, capsys, value):
+    code, out = convert(tmp_path, original_state_dict(ORIGINAL_CONFIG, "mlm"), ORIGINAL_CONFIG)
+    assert code == 0
+    before = folder_contents(out)
+    results = tmp_path / "results.json"
+    results.write_text('{"results": [{"task": "SST-2", "metric": "accuracy", "value": %s}]}' % value)
+    assert generate_model_card(["--model_dir", str(out), "--model_id", "org/m", "--results", str(results)]) == 1
+    assert "is not finite" in capsys.readouterr().err and folder_contents(out) == before
+    code, bad = convert(tmp_path, original_state_dict(ORIGINAL_CONFIG, "mlm"), ORIGINAL_CONFIG, "--results",
+                        str(results), name="nan_results")
+    assert_failed_cleanly(code, capsys, bad, "Invalid --results file", "is not finite")
+
+
+def test_model_card_replaces_a_readme_symlink_instead_of_writing_through_it(tmp_path):
+    code, out = convert(tmp_path, original_state_dict(ORIGINAL_CONFIG, "mlm"), ORIGINAL_CONFIG)
+    assert code == 0
+    target = tmp_path / "shared_notes.md"  # e.g. a README shared by several folders
+    target.write_text("the user's own text")
+    (out / "README.md").unlink()
+    (out / "README.md").symlink_to(target)
+    assert generate_model_card(["--model_dir", str(out), "--model_id", "org/hydra-bert-base"]) == 0
+    assert target.read_text() == "the user's own text"
+    readme = out / "README.md"
+    assert not readme.is_symlink() and front_matter(readme.read_text())["pipeline_tag"] == "fill-mask"
+    assert oct(readme.stat().st_mode & 0o777) == oct((out / "config.json").stat().st_mode & 0o777)
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
+
+
 class FakeHfApi:
     """Records the calls the converter makes to huggingface_hub.HfApi (no network)."""
 
@@ -723,11 +769,12 @@ def test_push_to_hub_without_network_says_so_in_one_line(tmp_path, capsys, monke
 
 
 def test_the_converter_imports_the_model_card_generator():
-    import convert.convert_original_checkpoint as converter
-    import model_cards
-    import model_cards.generate_model_card as generator
+    import hydra_transformers.convert.convert_original_checkpoint as converter
+    import hydra_transformers.model_cards as model_cards
+    import hydra_transformers.model_cards.generate_model_card as generator
 
     assert model_cards.__file__ is not None  # a regular package, not a namespace found by accident
+    assert model_cards.__name__ == "hydra_transformers.model_cards" and "model_cards" not in sys.modules
     assert converter.render_model_card is generator.render_model_card
     assert converter.read_results is generator.read_results
 
@@ -739,7 +786,7 @@ import sys
 class _HideProject:
     '''This project's packages are installed here; hide them so only the folder's remote code can be used.'''
     def find_spec(self, name, path=None, target=None):
-        if name.split('.')[0] in {'configuration_hydra', 'modeling_hydra', 'convert', 'model_cards'}:
+        if name.split('.')[0] in {'configuration_hydra', 'modeling_hydra', 'hydra_transformers'}:
             raise ModuleNotFoundError(f'{name} is hidden in this test')
         return None
 sys.meta_path.insert(0, _HideProject())

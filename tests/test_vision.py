@@ -20,7 +20,7 @@ from transformers import AutoConfig, AutoImageProcessor, ViTImageProcessor, pipe
 from conftest import REPO_ROOT, perturb_ssm_parameters, run_mixer, tiny_vision_config
 from configuration_hydra import HydraVisionConfig
 from configuration_hydra.mixer_config import MIXER_FIELDS
-from hydra_glue.digits import SCRAMBLED, digits_examples, train_and_evaluate
+from hydra_transformers.glue.digits import SCRAMBLED, digits_examples, train_and_evaluate
 from modeling_hydra import HydraForImageClassification, HydraVisionModel
 from modeling_hydra.modeling_hydra_vision import AUTO_MAP
 
