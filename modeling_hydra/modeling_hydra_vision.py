@@ -19,6 +19,7 @@ from configuration_hydra.configuration_hydra_vision import HydraVisionConfig
 from configuration_hydra.mixer_config import RUNTIME_FIELDS
 
 from .execution_plan import build_execution_plan
+from .head_losses import pop_loss_kwargs, sequence_classification_loss
 from .hydra_mixer import HydraMixer, HydraRMSNormGated
 from .remote_code import write_remote_code
 from .sequence_mixers import build_mixer
@@ -151,6 +152,9 @@ class HydraVisionPreTrainedModel(PreTrainedModel):
     input_modalities = ("image",)
     supports_gradient_checkpointing = True
     _no_split_modules = ["HydraVisionLayer"]
+    # The head takes the Trainer's `num_items_in_batch` and normalises its loss by it (head_losses.py), so that
+    # gradient accumulation and data parallelism give one large batch's loss, as the text heads do.
+    accepts_loss_kwargs = True
 
     def __init__(self, config, *inputs, **kwargs):
         super().__init__(config, *inputs, **kwargs)
@@ -263,14 +267,16 @@ class HydraForImageClassification(HydraVisionPreTrainedModel):
 
     def forward(self, pixel_values=None, labels=None, output_hidden_states=None, return_dict=None,
                 interpolate_pos_encoding=None, **kwargs):
-        r"""labels: (batch,) class ids, floats for regression (num_labels == 1), or (batch, num_labels) multi-hot."""
+        r"""labels: (batch,) class ids, floats for regression (num_labels == 1), or (batch, num_labels) multi-hot.
+        num_items_in_batch (from the Trainer): the loss is the sum of this batch's per-entry losses divided by it,
+            else their mean (see head_losses.py)."""
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        outputs = self.hydra(pixel_values, output_hidden_states=output_hidden_states, return_dict=True,
-                             output_attentions=kwargs.pop("output_attentions", None))
+        loss_kwargs = pop_loss_kwargs(kwargs)
+        outputs = self.hydra(pixel_values, output_hidden_states=output_hidden_states, return_dict=True, **kwargs)
         logits = self.classifier(outputs.pooler_output)  # (batch, num_labels)
         loss = None
         if labels is not None:
-            loss = self.loss_function(labels, logits, self.config, **kwargs)
+            loss = sequence_classification_loss(self.config, logits, labels, **loss_kwargs)
         if not return_dict:
             output = (logits,) + ((outputs.hidden_states,) if outputs.hidden_states is not None else ())
             return ((loss,) + output) if loss is not None else output

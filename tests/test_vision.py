@@ -148,6 +148,11 @@ def test_classifier_and_loss_by_problem_type(problem_type, num_labels, labels):
     assert torch.allclose(outputs.loss, expected[problem_type](), atol=1e-6)
     loss, tuple_logits = model(pixel_values, labels=labels, return_dict=False)
     assert torch.equal(tuple_logits, outputs.logits) and torch.equal(loss, outputs.loss)
+    # the Trainer's count of scored entries over a whole accumulated step: this batch's sum divided by it
+    entries = labels.numel()
+    with torch.no_grad():
+        accumulated = model(pixel_values, labels=labels, num_items_in_batch=torch.tensor(4 * entries)).loss
+    assert torch.allclose(accumulated, expected[problem_type]() / 4, atol=1e-6)
 
 
 def save_classifier(folder: Path, num_labels=3):
