@@ -9,11 +9,9 @@ mode) over the 14 SST-2 dev batches of 64, variants taking turns. Process CPU ti
 """
 
 import argparse
-import importlib
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -22,9 +20,9 @@ import torch
 from transformers import AutoTokenizer, DataCollatorWithPadding
 from transformers.utils import logging
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "scripts"))  # benchmark helpers (scripts/ is not a package)
-from benchmark import load_classifier_config, tokenized_glue_splits  # noqa: E402
+from _common import REPO, benchmark, load_package
+
+load_classifier_config, tokenized_glue_splits = benchmark.load_classifier_config, benchmark.tokenized_glue_splits
 
 
 def patched_package(name: str, patches: list[str], root: Path):
@@ -34,9 +32,7 @@ def patched_package(name: str, patches: list[str], root: Path):
     for prefix in patches:
         (patch,) = sorted((REPO / "patches").glob(f"{prefix}*.patch"))
         subprocess.run(["git", "apply", str(patch)], cwd=target, check=True)
-    (target / "modeling_hydra").rename(target / f"mh_{name}")
-    sys.path.insert(0, str(target))
-    return importlib.import_module(f"mh_{name}")
+    return load_package(f"mh_{name}", target / "modeling_hydra")
 
 
 def main():

@@ -9,7 +9,6 @@ top-of-forward checks, splits, activations, residuals, ...). Wall and process CP
 
 import argparse
 import statistics
-import sys
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -21,9 +20,11 @@ from transformers.utils import logging
 import modeling_hydra.hydra_mixer as hm
 import modeling_hydra.modeling_hydra as mh
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "scripts"))  # benchmark helpers (scripts/ is not a package)
-from benchmark import build_classifier, load_classifier_config, tokenized_glue_splits  # noqa: E402
+from _common import REPO, benchmark
+
+build_classifier = benchmark.build_classifier
+load_classifier_config = benchmark.load_classifier_config
+tokenized_glue_splits = benchmark.tokenized_glue_splits
 
 ACC = defaultdict(lambda: [0.0, 0.0])
 STACK = []

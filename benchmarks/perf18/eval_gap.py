@@ -29,11 +29,11 @@ from transformers.utils import logging
 
 from modeling_hydra.sequence_layout import unpad
 
-REPO = Path(__file__).resolve().parents[2]
-import sys  # noqa: E402
+from _common import REPO, benchmark
 
-sys.path.insert(0, str(REPO / "scripts"))  # benchmark helpers (scripts/ is not a package)
-from benchmark import build_classifier, load_classifier_config, tokenized_glue_splits  # noqa: E402
+build_classifier = benchmark.build_classifier
+load_classifier_config = benchmark.load_classifier_config
+tokenized_glue_splits = benchmark.tokenized_glue_splits
 
 
 def timed(fn):

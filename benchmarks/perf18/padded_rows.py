@@ -7,15 +7,15 @@ CPU time of one thread is what a loaded machine can still measure; wall clock wi
 
 import argparse
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "scripts"))  # benchmark helpers (scripts/ is not a package)
-from benchmark import build, make_step  # noqa: E402
+from _common import REPO, benchmark
+
+build = benchmark.build
+make_step = benchmark.make_step
 
 ROWS = [("small", 128, 32, False), ("small", 128, 32, True), ("small", 512, 8, False), ("base", 512, 4, False),
         ("base", 2048, 1, False), ("small", 8192, 1, False), ("small", 8192, 1, True)]

@@ -7,7 +7,6 @@ the top ops by self CPU time with call counts, the total number of aten ops, and
 """
 
 import argparse
-import sys
 import tempfile
 from collections import Counter
 from pathlib import Path
@@ -17,9 +16,11 @@ from torch.profiler import ProfilerActivity, profile
 from transformers import AutoTokenizer, DataCollatorWithPadding, PrinterCallback, Trainer, TrainingArguments
 from transformers.utils import logging
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "scripts"))  # benchmark helpers (scripts/ is not a package)
-from benchmark import build_classifier, load_classifier_config, tokenized_glue_splits  # noqa: E402
+from _common import REPO, benchmark
+
+build_classifier = benchmark.build_classifier
+load_classifier_config = benchmark.load_classifier_config
+tokenized_glue_splits = benchmark.tokenized_glue_splits
 
 
 def table(prof, steps, top):

@@ -7,10 +7,9 @@ CPU time of 1 thread (min and median of the repeats). The old file is read with 
 """
 
 import argparse
-import importlib.util
+import importlib
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -20,21 +19,21 @@ import torch
 from modeling_hydra.mixer_policy import ssd_chunk_length
 from modeling_hydra.ssd_torch import ssd_bidirectional_torch
 
-REPO = Path(__file__).resolve().parents[2]
+from _common import REPO, load_package
 OLD = "84a74dd"
 
 
 def load_old():
-    folder = Path(tempfile.mkdtemp())
+    """ssd_bidirectional_torch of commit OLD, read with `git show` into a temporary package."""
+    folder = Path(tempfile.mkdtemp()) / "old_modeling_hydra"
+    folder.mkdir()
+    (folder / "__init__.py").write_text("")
     for name in ("ssd_torch", "ssd_chunk_layout"):
         text = subprocess.run(["git", "-C", str(REPO), "show", f"{OLD}:modeling_hydra/{name}.py"], check=True,
                               capture_output=True, text=True).stdout
-        (folder / f"old_{name}.py").write_text(text.replace("from .ssd_chunk_layout", "from old_ssd_chunk_layout"))
-    sys.path.insert(0, str(folder))
-    spec = importlib.util.spec_from_file_location("old_ssd_torch", folder / "old_ssd_torch.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.ssd_bidirectional_torch
+        (folder / f"{name}.py").write_text(text)
+    load_package("old_modeling_hydra", folder)
+    return importlib.import_module("old_modeling_hydra.ssd_torch").ssd_bidirectional_torch
 
 
 def main():

@@ -7,7 +7,6 @@ The min is the least disturbed run: on a loaded machine the 2-thread medians mos
 
 import argparse
 import statistics
-import sys
 import time
 from pathlib import Path
 
@@ -15,9 +14,11 @@ import torch
 from transformers import AutoTokenizer, DataCollatorWithPadding
 from transformers.utils import logging
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "scripts"))  # benchmark helpers (scripts/ is not a package)
-from benchmark import build_classifier, load_classifier_config, tokenized_glue_splits  # noqa: E402
+from _common import REPO, benchmark
+
+build_classifier = benchmark.build_classifier
+load_classifier_config = benchmark.load_classifier_config
+tokenized_glue_splits = benchmark.tokenized_glue_splits
 
 
 def main():
