@@ -1,4 +1,4 @@
-"""Shared helpers of the perf18 scripts: scripts/benchmark.py's model builders (loaded from its file: scripts/ is
+"""Shared helpers of the perf18 scripts: benchmarks/benchmark.py's model builders (loaded from its file: benchmarks/ is
 not a package) and the SST-2 batches the Trainer's eval loop sees."""
 
 import importlib.util
@@ -26,7 +26,7 @@ def load_package(name: str, folder: Path):
     return module
 
 
-benchmark = load_file_module("hydra_benchmark_script", REPO / "scripts" / "benchmark.py")
+benchmark = load_file_module("hydra_benchmark_script", REPO / "benchmarks" / "benchmark.py")
 
 
 def sst2(tokenizer_name=None, train_samples: int = 256):
