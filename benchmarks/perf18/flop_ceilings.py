@@ -1,7 +1,7 @@
 """Issue 18 §2: FLOP ceilings of the speed targets. Counts the forward FLOPs per computed position of Hydra and BERT
 (`FlopCounterMode`: matmul, bmm, convolution; BERT's QK^T and PV are added by hand since CPU SDPA is not counted) on
 (1) the GLUE batches (Hydra-small vs BERT-small, SST-2 train batches of 32 and dev batches of 64; Hydra computes the
-slots of its padding-free bins, BERT the padded positions) and (2) the padded rows of scripts/benchmark.py's pairs.
+slots of its padding-free bins, BERT the padded positions) and (2) the padded rows of benchmarks/benchmark.py's pairs.
 BERT FLOPs / Hydra FLOPs is the Hydra/BERT speed ratio at equal FLOP efficiency.
 
     PYTHONPATH=. .venv/bin/python benchmarks/perf18/flop_ceilings.py

@@ -1,4 +1,4 @@
-"""Issue 18 §2 table, padded rows ("before" column): HydraModel vs BertModel (sdpa) of scripts/benchmark.py's pairs
+"""Issue 18 §2 table, padded rows ("before" column): HydraModel vs BertModel (sdpa) of benchmarks/benchmark.py's pairs
 on full-length random rows, steps interleaved in one process, process CPU time and wall clock (median of repeats).
 CPU time of one thread is what a loaded machine can still measure; wall clock with 2 threads needs a quiet one.
 

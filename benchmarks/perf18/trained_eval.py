@@ -1,4 +1,4 @@
-"""Issue 18 §2(d): does training change the cost of Hydra's eval forward? scripts/benchmark.py --glue evaluates after
+"""Issue 18 §2(d): does training change the cost of Hydra's eval forward? benchmarks/benchmark.py --glue evaluates after
 one epoch of training at lr 1e-3; eval_gap.py evaluates the random initialization. Trains a copy of each model for
 one epoch on the first 1024 SST-2 sentences (batch 32, AdamW lr 1e-3, as the Trainer would), then times the eval
 forward over the dev batches of 64 of the initial and the trained weights, interleaved, with and without
