@@ -58,6 +58,8 @@ class HydraVisionConfig(HydraMixerConfigMixin, PreTrainedConfig):
 
     model_type = "hydra_vision"
     FIELD_RULES = FIELD_RULES
+    # image_size: any size divisible by the patch runs (no position table); the rest is read only at weight creation
+    UNFROZEN_FIELDS = ("image_size", "initializer_range", "hidden_dropout_prob", "drop_path_rate")
 
     def __init__(
         self,

@@ -16,7 +16,6 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPooling, ImageClassifierOutput
 
 from configuration_hydra.configuration_hydra_vision import HydraVisionConfig
-from configuration_hydra.mixer_config import RUNTIME_FIELDS
 
 from .execution_plan import build_execution_plan
 from .head_losses import pop_loss_kwargs, sequence_classification_loss
@@ -138,10 +137,6 @@ class HydraVisionEncoder(nn.Module):
 # Fields that do not shape the modules: read only when the weights are created (init ranges, dropout and
 # stochastic-depth rates), or only recorded (the training resolution). Every other field is frozen when a model is
 # built, as for the text models.
-_UNFROZEN_FIELDS = (*RUNTIME_FIELDS, "image_size", "initializer_range", "dt_min", "dt_max", "dt_init_floor",
-                    "hidden_dropout_prob", "drop_path_rate")
-
-
 class HydraVisionPreTrainedModel(PreTrainedModel):
     """Weight initialization (ViT's for the ViT parts, the original Hydra's for the mixer) and saving as a
     self-contained remote-code folder."""
@@ -160,19 +155,11 @@ class HydraVisionPreTrainedModel(PreTrainedModel):
         super().__init__(config, *inputs, **kwargs)
         config.validate()  # `from_pretrained(..., field=value)` overrides bypass the config's own checks
         validate_backend_name(config.ssd_backend)
-        self._built_with = {field: getattr(config, field) for field in type(config).FIELD_RULES
-                            if field not in _UNFROZEN_FIELDS}
+        self._built_with = config.frozen_fields()
 
     def check_config_unchanged(self):
-        """ValueError if a field that shapes the modules was changed on the config after the model was built: the
-        modules would ignore it and a saved folder would not load back into these weights."""
-        for field, built in self._built_with.items():
-            if getattr(self.config, field) != built:
-                raise ValueError(
-                    f"config.{field} was changed to {getattr(self.config, field)!r} after the model was built with "
-                    f"{built!r}: it shapes the modules, so it cannot change now. Build a new model from the changed "
-                    f"config instead (or set it back to {built!r}). Only {', '.join(_UNFROZEN_FIELDS)} may change."
-                )
+        """ValueError if a field that shapes the modules was changed on the config after the model was built."""
+        self.config.check_unchanged(self._built_with)
 
     def _init_weights(self, module):
         std = self.config.initializer_range
