@@ -204,3 +204,28 @@ def test_float32_close_to_float64():
     expected = mixer(u, StandInPlan(torch.float64))
     out = mixer.float()(u.float(), StandInPlan(torch.float32))
     assert relative(out.double(), expected) < 1e-4
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(matrix_mixer_type="dense", is_data_dependent=True), "data-independent only"),
+    (dict(matrix_mixer_type="cauchy", qk_dim=-1), "qk_dim=-1"),
+    (dict(matrix_mixer_type="low_rank", is_data_dependent=False, qk_dim=-1), "qk_dim=-1"),
+    (dict(matrix_mixer_type="vandermonde", is_data_dependent=True, qk_dim=-1), "qk_dim=-1"),
+    (dict(matrix_mixer_type="quasiseparable", qk_dim=-1), "qk_dim=-1"),
+    (dict(matrix_mixer_type="attention", is_data_dependent=False, max_position_embeddings=12), "nheads"),
+], ids=["dense-dd", "cauchy-no-qk", "low_rank-di-no-qk", "vandermonde-dd-no-qk", "quasiseparable-no-qk",
+        "attention-di-shape"])
+def test_config_refuses_invalid_combinations(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        HydraConfig(hidden_size=16, headdim=8, **kwargs)
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(matrix_mixer_type="dense", is_data_dependent=False, qk_dim=-1),
+    dict(matrix_mixer_type="toeplitz", qk_dim=-1),
+    dict(matrix_mixer_type="vandermonde", is_data_dependent=False, qk_dim=-1),
+    dict(matrix_mixer_type="attention", is_data_dependent=False, max_position_embeddings=4),
+], ids=["dense", "toeplitz", "vandermonde-di", "attention-di"])
+def test_config_accepts_the_authors_combinations(kwargs):
+    config = HydraConfig(hidden_size=16, headdim=8, **kwargs)
+    assert config.matrix_mixer_type == kwargs["matrix_mixer_type"]
