@@ -88,14 +88,15 @@ class DepthwiseConv1dFunction(torch.autograd.Function):
 
 
 def depthwise_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                     seq_idx: torch.Tensor | None = None) -> torch.Tensor:
+                     seq_idx: torch.Tensor | None = None, spread: tuple | None = None) -> torch.Tensor:
     """Non-causal depthwise convolution of x (batch, seqlen, channels) with weight (channels, K), K odd.
 
     seq_idx: None, or (batch, seqlen) non-decreasing sequence ids: taps never cross from one sequence to another.
+    spread: `spread_positions(seq_idx, K)` computed once for many calls (the execution plan's), instead of seq_idx.
     """
-    index, width = None, x.shape[1]
-    if seq_idx is not None:
-        index, width = spread_positions(seq_idx, weight.shape[1])
+    if spread is None and seq_idx is not None:
+        spread = spread_positions(seq_idx, weight.shape[1])
+    index, width = spread if spread is not None else (None, x.shape[1])
     if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
         return DepthwiseConv1dFunction.apply(x, weight, bias, index, width)
     return _collect(_conv(_spread(x, index, width), weight, bias), index, x.shape[1])  # what tracing sees

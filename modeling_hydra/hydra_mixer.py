@@ -7,9 +7,6 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from .depthwise_conv import depthwise_conv1d
-from .mixer_policy import recompute_mixer, ssd_chunk_length, ssd_compute_dtype
-from .ssd_backends import resolve_ssd_backend
 
 
 class HydraRMSNormGated(nn.Module):
@@ -24,9 +21,9 @@ class HydraRMSNormGated(nn.Module):
         self.weight = nn.Parameter(torch.ones(hidden_size))
         self.eps = eps
 
-    def forward(self, hidden_states: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
+    def forward(self, hidden_states: torch.Tensor, gate: torch.Tensor, compute: torch.dtype) -> torch.Tensor:
+        """hidden_states, gate: (..., hidden_size); accumulates in `compute` (the plan's compute dtype)."""
         dtype = hidden_states.dtype
-        compute = ssd_compute_dtype(dtype)
         normed = F.rms_norm(hidden_states.to(compute), (hidden_states.shape[-1],), self.weight.to(compute), self.eps)
         return (normed * F.silu(gate.to(compute))).to(dtype)
 
@@ -43,11 +40,13 @@ class HydraMixer(nn.Module):
     7. Gated RMSNorm, normalize then gate: y / rms(y) * weight * SiLU(z).
     8. out = out_proj(y).
 
-    Padding-invariant: with an `attention_mask`, the convolution input and the SSD inputs `x` and `dt` are set to zero
-    at padded positions (selected with `torch.where`, so non-finite values there cannot leak), so real tokens see
-    exactly what they would see without padding. With `seq_idx` (padding-free and packed rows), the convolution and
-    both scans stop at sequence boundaries, so each sequence gets its stand-alone output.
+    Padding-invariant: on the padded path the convolution input and the SSD inputs `x` and `dt` are set to zero at
+    padded positions (selected, so non-finite values there cannot leak), so real tokens see exactly what they would
+    see without padding. On rows of several sequences (padding-free and packed rows), the convolution and both scans
+    stop at sequence boundaries, so each sequence gets its stand-alone output.
     """
+
+    honours_boundaries = True
 
     def __init__(self, config, layer_idx: int = 0):
         super().__init__()
@@ -58,7 +57,6 @@ class HydraMixer(nn.Module):
         self.nheads = self.d_inner // config.headdim
         self.ngroups = config.ngroups
         self.d_state = config.d_state
-        self.chunk_size = config.chunk_size
         self.dt_limit = tuple(config.dt_limit)
         self.conv_dim = self.d_inner + 4 * self.ngroups * self.d_state
         self.config = config
@@ -88,56 +86,34 @@ class HydraMixer(nn.Module):
             dt = dt.clamp(min=cfg.dt_init_floor)
             self.dt_bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # softplus^-1(dt)
 
-    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                seq_idx: torch.Tensor | None = None) -> torch.Tensor:
-        """hidden_states: (batch, seqlen, hidden_size); attention_mask: None or (batch, seqlen) bool, True at real
-        tokens; seq_idx: None or (batch, seqlen) int, non-decreasing sequence ids of padding-free rows.
-
-        In training, `mixer_policy.recompute_mixer` decides whether everything between the two projections is
-        recomputed in the backward pass instead of being stored.
-        """
+    def forward(self, hidden_states: torch.Tensor, plan) -> torch.Tensor:
+        """hidden_states: (batch, seqlen, hidden_size); plan: the forward's `ExecutionPlan` (layout, SSD, recompute)."""
         zxbcdt = self.in_proj(hidden_states)  # (batch, seqlen, d_inner + conv_dim + 2 * nheads)
-        if (torch.is_grad_enabled() and zxbcdt.requires_grad
-                and recompute_mixer(self.config.mixer_recompute, zxbcdt.shape[0] * zxbcdt.shape[1],
-                                    self.d_inner)):
-            y = checkpoint(self._mix, zxbcdt, attention_mask, seq_idx, use_reentrant=False)
+        if plan.recompute_mixer and zxbcdt.requires_grad:
+            y = checkpoint(self._mix, zxbcdt, plan, use_reentrant=False)
         else:
-            y = self._mix(zxbcdt, attention_mask, seq_idx)
+            y = self._mix(zxbcdt, plan)
         return self.out_proj(y)
 
-    def _mix(self, zxbcdt, attention_mask, seq_idx) -> torch.Tensor:
+    def _mix(self, zxbcdt, plan) -> torch.Tensor:
         """Convolution, bidirectional SSD and gated norm: (batch, seqlen, in_proj width) -> (batch, seqlen, d_inner)."""
         batch, seqlen, _ = zxbcdt.shape
         H, P, G, N = self.nheads, self.headdim, self.ngroups, self.d_state
-        backend, ssd = resolve_ssd_backend(self.config.ssd_backend, zxbcdt.device)
-        if seq_idx is not None and not backend.honours_boundaries:
-            raise ValueError(
-                f"ssd_backend={backend.name!r} cannot keep packed sequences apart (padding-free or packed rows); use "
-                "ssd_backend='torch', or padded batches with an attention_mask and config.unpad_inputs=False."
-            )
         z, xBC, dt = torch.split(zxbcdt, [self.d_inner, self.conv_dim, 2 * H], dim=-1)
-
-        keep = attention_mask.unsqueeze(-1) if attention_mask is not None else None  # (batch, seqlen, 1) bool
-        if keep is not None:
-            xBC = torch.where(keep, xBC, 0.0)
-        xBC = F.silu(depthwise_conv1d(xBC, self.conv1d.weight[:, 0], self.conv1d.bias, seq_idx))  # (b, L, conv_dim)
+        xBC = F.silu(plan.conv(plan.mask_padding(xBC), self.conv1d.weight[:, 0], self.conv1d.bias))  # (b, L, conv)
         x, B_f, C_f, B_b, C_b = torch.split(xBC, [self.d_inner, G * N, G * N, G * N, G * N], dim=-1)
 
         dt = F.softplus(dt + self.dt_bias.repeat(2))  # (batch, seqlen, 2 * nheads): [dt_f | dt_b]
         if self.dt_limit != (0.0, float("inf")):
             dt = dt.clamp(*self.dt_limit)
-        if keep is not None:
-            x = torch.where(keep, x, 0.0)
-            dt = torch.where(keep, dt, 0.0)
+        x, dt = plan.mask_padding(x), plan.mask_padding(dt)
         dt_f, dt_b = dt.chunk(2, dim=-1)  # (batch, seqlen, nheads) each
 
-        A = -torch.exp(self.A_log.to(ssd_compute_dtype(zxbcdt.dtype)))  # (nheads,)
+        A = -torch.exp(self.A_log.to(plan.compute_dtype))  # (nheads,)
         diag = self.fc_D(x) + self.D  # (batch, seqlen, nheads)
-        chunk = ssd_chunk_length(backend.name, self.chunk_size, seqlen)
-        y = ssd(
+        y = plan.ssd(
             x.reshape(batch, seqlen, H, P), dt_f, dt_b, A,
             B_f.reshape(batch, seqlen, G, N), C_f.reshape(batch, seqlen, G, N),
-            B_b.reshape(batch, seqlen, G, N), C_b.reshape(batch, seqlen, G, N),
-            diag, chunk, seq_idx=seq_idx,
+            B_b.reshape(batch, seqlen, G, N), C_b.reshape(batch, seqlen, G, N), diag,
         )  # (batch, seqlen, nheads, headdim)
-        return self.norm(y.reshape(batch, seqlen, self.d_inner), z)
+        return self.norm(y.reshape(batch, seqlen, self.d_inner), z, plan.compute_dtype)

@@ -20,11 +20,15 @@ from transformers.utils import logging
 
 from configuration_hydra.configuration_hydra import HydraConfig
 
+from configuration_hydra.mixer_config import RUNTIME_FIELDS
+
+from .execution_plan import build_execution_plan
 from .hydra_mixer import HydraMixer, HydraRMSNormGated
-from .mixer_policy import is_tracing
-from .sequence_layout import global_sequence_ids, packed_sequence_ids, positions_in_sequence, unpad
-from .ssd_backends import resolve_ssd_backend, validate_backend_name
+from .sequence_layout import global_sequence_ids, packed_sequence_ids, positions_in_sequence
+from .sequence_mixers import build_mixer, mixer_class
+from .ssd_backends import validate_backend_name
 from .remote_code import write_remote_code
+from .tracing import is_tracing
 
 logger = logging.get_logger(__name__)
 
@@ -51,19 +55,19 @@ class HydraEmbeddings(nn.Module):
 
 
 class HydraLayer(GradientCheckpointingLayer):
-    """One Hydra block, no MLP: post-norm `LN(h + Hydra(h))` or pre-norm `h + Hydra(LN(h))`."""
+    """One Hydra block, no MLP: post-norm `LN(h + mixer(h))` or pre-norm `h + mixer(LN(h))`."""
 
     def __init__(self, config: HydraConfig, layer_idx: int):
         super().__init__()
-        self.mixer = HydraMixer(config, layer_idx)
+        self.mixer = build_mixer(config, layer_idx)
         self.norm = nn.LayerNorm(config.hidden_size, eps=1e-5)
         self.is_prenorm = config.is_prenorm
 
-    def forward(self, hidden_states, attention_mask=None, seq_idx=None):
-        """hidden_states: (batch, seqlen, hidden); attention_mask, seq_idx: see HydraMixer."""
+    def forward(self, hidden_states, plan):
+        """hidden_states: (batch, seqlen, hidden); plan: the forward's `ExecutionPlan`."""
         if self.is_prenorm:
-            return hidden_states + self.mixer(self.norm(hidden_states), attention_mask, seq_idx)
-        return self.norm(hidden_states + self.mixer(hidden_states, attention_mask, seq_idx))
+            return hidden_states + self.mixer(self.norm(hidden_states), plan)
+        return self.norm(hidden_states + self.mixer(hidden_states, plan))
 
 
 class HydraEncoder(nn.Module):
@@ -75,10 +79,11 @@ class HydraEncoder(nn.Module):
         if config.is_prenorm:
             self.norm_f = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
-    def forward(self, hidden_states, attention_mask=None, seq_idx=None, output_hidden_states=False):
+    def forward(self, hidden_states, plan, output_hidden_states=False):
+        """hidden_states: (batch, seqlen, hidden) -> the last state and, if asked, every layer's (in the plan's rows)."""
         all_hidden_states = (hidden_states,) if output_hidden_states else None
         for i, layer in enumerate(self.layer):
-            hidden_states = layer(hidden_states, attention_mask=attention_mask, seq_idx=seq_idx)
+            hidden_states = layer(hidden_states, plan)
             if i == len(self.layer) - 1 and hasattr(self, "norm_f"):
                 hidden_states = self.norm_f(hidden_states)
             if output_hidden_states:
@@ -99,6 +104,8 @@ class HydraPooler(nn.Module):
         self.mean_pooling = config.classifier_pooling == "mean"
 
     def forward(self, hidden_states, attention_mask=None, seq_ids=None):
+        """hidden_states: (batch, seqlen, hidden); attention_mask: None or (batch, seqlen) bool; seq_ids: None or the
+        (batch, seqlen) sequence ids of packed rows."""
         if seq_ids is not None:
             ids, starts, count = global_sequence_ids(seq_ids)  # (batch * seqlen,), (count,), int
             flat = hidden_states.flatten(0, 1)  # (batch * seqlen, hidden)
@@ -133,6 +140,19 @@ class HydraPreTrainedModel(PreTrainedModel):
         super().__init__(config, *inputs, **kwargs)
         config.validate()  # `from_pretrained(..., field=value)` overrides bypass the config's own checks
         validate_backend_name(config.ssd_backend)
+        self._built_with = _structural_fields(config)
+
+    def check_config_unchanged(self):
+        """ValueError if a field that shapes the modules was changed on the config after the model was built: the
+        modules would ignore it and a saved folder would not load back into these weights."""
+        built_with = {**self._built_with, "vocab_size": self.get_input_embeddings().num_embeddings}  # resizable
+        for field, built in built_with.items():
+            if getattr(self.config, field) != built:
+                raise ValueError(
+                    f"config.{field} was changed to {getattr(self.config, field)!r} after the model was built with "
+                    f"{built!r}: it shapes the modules, so it cannot change now. Build a new model from the changed "
+                    f"config instead (or set it back to {built!r}). Only {', '.join(RUNTIME_FIELDS)} may change."
+                )
 
     def _init_weights(self, module):
         std = self.config.initializer_range
@@ -157,31 +177,24 @@ class HydraPreTrainedModel(PreTrainedModel):
         elif isinstance(module, HydraMixer):
             module.reset_ssm_parameters()
 
-    def _encode(self, input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds, output_attentions,
-                output_hidden_states, boundaries: dict, one_sequence_per_row: bool = False):
-        """The base model's outputs (as a dataclass) for a task head. `boundaries`: the packed-sequence kwargs the
-        head received; `one_sequence_per_row`: the head scores whole sequences, so packed rows are refused."""
-        if one_sequence_per_row:
-            reference = input_ids if input_ids is not None else inputs_embeds
-            batch, seqlen = (reference.shape[0], reference.shape[1]) if reference is not None else (0, 0)
-            packed = packed_sequence_ids(batch, seqlen, attention_mask, position_ids, boundaries.get("seq_idx"),
-                                         boundaries.get("cu_seq_lens_q"), boundaries.get("cu_seq_lens_k"),
-                                         is_tracing()) if reference is not None else None
-            if packed is not None and (is_tracing() or global_sequence_ids(packed)[2] != batch):
-                raise ValueError(f"{type(self).__name__} scores one sequence per row, but got packed rows holding "
-                                 "several sequences (seq_idx, cu_seq_lens_* or restarting position_ids): give it a "
-                                 "padded batch with an attention_mask (e.g. DataCollatorWithPadding) instead.")
-        return self.hydra(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
-                          position_ids=position_ids, inputs_embeds=inputs_embeds,
-                          output_attentions=output_attentions, output_hidden_states=output_hidden_states,
-                          return_dict=True, **boundaries)
-
     def save_pretrained(self, save_directory, *args, **kwargs):
         """Save weights and config, plus the model's source files and a full `auto_map` for remote-code loading."""
+        self.check_config_unchanged()
         self.config.auto_map = dict(AUTO_MAP)
         super().save_pretrained(save_directory, *args, **kwargs)
         if kwargs.get("is_main_process", True):
             write_remote_code(str(save_directory), __file__)
+
+
+# Fields read only when the weights are created, not by the modules afterwards: changing them later is harmless.
+_INIT_ONLY_FIELDS = ("initializer_range", "dt_min", "dt_max", "dt_init_floor", "hidden_dropout_prob",
+                     "classifier_dropout")
+
+
+def _structural_fields(config) -> dict:
+    """The config's fields that shape the modules, as they are now."""
+    return {field: getattr(config, field) for field in type(config).FIELD_RULES
+            if field not in RUNTIME_FIELDS and field not in _INIT_ONLY_FIELDS and field != "vocab_size"}
 
 
 def _validate_inputs(config, embeddings, input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
@@ -194,6 +207,14 @@ def _validate_inputs(config, embeddings, input_ids, attention_mask, token_type_i
     if (input_ids is None) == (inputs_embeds is None):
         raise ValueError("Specify exactly one of input_ids and inputs_embeds (got "
                          f"{'both' if input_ids is not None else 'neither'}).")
+    for name, value in (("input_ids", input_ids), ("inputs_embeds", inputs_embeds), ("attention_mask", attention_mask),
+                        ("token_type_ids", token_type_ids), ("position_ids", position_ids)):
+        if value is not None and not isinstance(value, torch.Tensor):
+            raise ValueError(f"{name} must be a torch.Tensor, got {type(value).__name__}: convert it first (e.g. "
+                             "torch.as_tensor(...), or a tokenizer call with return_tensors='pt').")
+    for name, value in (("token_type_ids", token_type_ids), ("position_ids", position_ids)):
+        if value is not None and (value.dtype.is_floating_point or value.dtype.is_complex or value.dtype == torch.bool):
+            raise ValueError(f"{name} must hold integers, got dtype {value.dtype}")
     if input_ids is not None:
         if input_ids.dim() != 2:
             raise ValueError(f"input_ids must be 2-D (batch, seqlen), got shape {tuple(input_ids.shape)}")
@@ -209,13 +230,15 @@ def _validate_inputs(config, embeddings, input_ids, attention_mask, token_type_i
             raise ValueError(f"inputs_embeds has dtype {inputs_embeds.dtype} but the model's weights are "
                              f"{weight_dtype}: cast one to the other (e.g. inputs_embeds.to({weight_dtype})).")
         shape = tuple(inputs_embeds.shape[:2])
+    if shape[0] == 0:
+        raise ValueError(f"The batch is empty (input shape {shape}): give at least one row.")
     if shape[1] == 0:
         raise ValueError("The sequence length is 0: Hydra needs at least one token per row.")
     for name, tensor in (("attention_mask", attention_mask), ("token_type_ids", token_type_ids),
                          ("position_ids", position_ids)):
         if tensor is not None and tuple(tensor.shape) != shape:
             raise ValueError(f"{name} must have the shape of input_ids {shape}, got {tuple(tensor.shape)}")
-    if tracing or shape[0] == 0:
+    if tracing:
         return shape
     if input_ids is not None:
         vocab = embeddings.word_embeddings.num_embeddings
@@ -255,6 +278,23 @@ class HydraModel(HydraPreTrainedModel):
     def set_input_embeddings(self, value):
         self.embeddings.word_embeddings = value
 
+    def _position_ids(self, position_ids, layout, batch, seqlen, device, tracing):
+        """The position ids the embeddings read: None without position embeddings; by default each token's index in
+        its sequence (packed rows) or among its row's real tokens."""
+        if not self.config.use_position_embeddings:
+            return None
+        if position_ids is None:
+            if layout.packed_ids is not None:
+                position_ids = positions_in_sequence(layout.packed_ids)
+            else:
+                base = (layout.batch_mask if layout.batch_mask is not None
+                        else torch.ones((batch, seqlen), dtype=torch.bool, device=device))
+                position_ids = (base.long().cumsum(-1) - 1).clamp(min=0)
+        if not tracing and int(position_ids.max()) >= self.config.max_position_embeddings:
+            raise ValueError(f"Sequence of {int(position_ids.max()) + 1} tokens is longer than "
+                             f"max_position_embeddings={self.config.max_position_embeddings}.")
+        return position_ids
+
     def forward(
         self,
         input_ids=None,
@@ -270,6 +310,7 @@ class HydraModel(HydraPreTrainedModel):
         cu_seq_lens_k=None,
         max_length_q=None,
         max_length_k=None,
+        sequence_level_head=None,
         **kwargs,
     ):
         r"""
@@ -285,6 +326,8 @@ class HydraModel(HydraPreTrainedModel):
             as `DataCollatorWithFlattening(return_flash_attn_kwargs=True)` emits them; `max_length_q/k` are
             accepted and not needed. With packed rows `pooler_output` is (num_sequences, hidden_size).
         output_attentions: Hydra has no attention maps; True raises a ValueError.
+        sequence_level_head: set by the heads that score each row as one sequence (their class name): packed rows
+            holding several sequences are then refused with a ValueError.
         """
         if output_attentions:
             raise ValueError("Hydra has no attention maps: its sequence mixer is a state-space model, so "
@@ -292,50 +335,39 @@ class HydraModel(HydraPreTrainedModel):
         output_hidden_states = (output_hidden_states if output_hidden_states is not None
                                 else self.config.output_hidden_states)
         return_dict = return_dict if return_dict is not None else self.config.return_dict
+        self.check_config_unchanged()
         tracing = is_tracing()
         batch, seqlen = _validate_inputs(self.config, self.embeddings, input_ids, attention_mask, token_type_ids,
                                          position_ids, inputs_embeds, tracing)
         device = input_ids.device if input_ids is not None else inputs_embeds.device
         if input_ids is not None and input_ids.dtype != torch.long:
             input_ids = input_ids.long()  # nn.Embedding takes int64 (and int32) ids only
-        seq_ids = packed_sequence_ids(batch, seqlen, attention_mask, position_ids, seq_idx, cu_seq_lens_q,
-                                      cu_seq_lens_k, tracing)
-
-        mask = None
-        if attention_mask is not None and seq_ids is None:
-            mask = attention_mask.to(device) != 0  # (batch, seqlen) bool
-            if not tracing and bool(mask.all()):
-                mask = None  # nothing to mask: skip the masking work (eager only: a traced graph keeps the mask)
+        packed_ids = packed_sequence_ids(batch, seqlen, attention_mask, position_ids, seq_idx, cu_seq_lens_q,
+                                         cu_seq_lens_k, tracing)
+        layers_checkpointed = any(layer.gradient_checkpointing for layer in self.encoder.layer)
+        plan = build_execution_plan(
+            self.config, batch=batch, seqlen=seqlen, device=device, dtype=self.embeddings.LayerNorm.weight.dtype,
+            training=self.training, gradient_checkpointing=layers_checkpointed,
+            attention_mask=attention_mask, packed_ids=packed_ids, sequence_level_head=sequence_level_head,
+        )
+        layout = plan.layout
         if token_type_ids is None:
             token_type_ids = torch.zeros((batch, seqlen), dtype=torch.long, device=device)
-        if not self.config.use_position_embeddings:
-            position_ids = None
-        elif position_ids is None:
-            if seq_ids is not None:
-                position_ids = positions_in_sequence(seq_ids)
-            else:
-                base = mask if mask is not None else torch.ones((batch, seqlen), dtype=torch.bool, device=device)
-                position_ids = (base.long().cumsum(-1) - 1).clamp(min=0)
-            if not tracing and int(position_ids.max()) >= self.config.max_position_embeddings:
-                raise ValueError(f"Sequence of {int(position_ids.max()) + 1} tokens is longer than "
-                                 f"max_position_embeddings={self.config.max_position_embeddings}.")
+        position_ids = self._position_ids(position_ids, layout, batch, seqlen, device, tracing)
 
-        padding_free = (mask is not None and self.config.unpad_inputs and not tracing
-                        and resolve_ssd_backend(self.config.ssd_backend, device)[0].honours_boundaries)
-        layout = unpad(mask) if padding_free else None
-        if layout is not None:  # padding-free: the real tokens of all rows as one row
-            hidden_states = self.embeddings(layout.gather(input_ids), layout.gather(token_type_ids),
-                                            layout.gather(position_ids), layout.gather(inputs_embeds))
-            hidden_states, all_hidden_states = self.encoder(hidden_states, seq_idx=layout.seq_idx,
-                                                            output_hidden_states=output_hidden_states)
-            hidden_states = layout.scatter(hidden_states)
+        if layout.unpadded is not None:  # padding-free: the real tokens of all rows in rows of whole sequences
+            rows = layout.unpadded
+            hidden_states = self.embeddings(rows.gather(input_ids), rows.gather(token_type_ids),
+                                            rows.gather(position_ids), rows.gather(inputs_embeds))
+            hidden_states, all_hidden_states = self.encoder(hidden_states, plan, output_hidden_states)
+            hidden_states = rows.scatter(hidden_states)
             if all_hidden_states is not None:
-                all_hidden_states = tuple(layout.scatter(h) for h in all_hidden_states)
+                all_hidden_states = tuple(rows.scatter(h) for h in all_hidden_states)
         else:
             hidden_states = self.embeddings(input_ids, token_type_ids, position_ids, inputs_embeds)
-            hidden_states, all_hidden_states = self.encoder(hidden_states, attention_mask=mask, seq_idx=seq_ids,
-                                                            output_hidden_states=output_hidden_states)
-        pooled = self.pooler(hidden_states, mask, seq_ids) if self.pooler is not None else None
+            hidden_states, all_hidden_states = self.encoder(hidden_states, plan, output_hidden_states)
+        pooled = (self.pooler(hidden_states, layout.batch_mask, layout.packed_ids) if self.pooler is not None
+                  else None)
 
         if not return_dict:
             return tuple(v for v in (hidden_states, pooled, all_hidden_states) if v is not None)
@@ -410,8 +442,10 @@ class HydraForMaskedLM(HydraPreTrainedModel):
                 return_dict=None, **kwargs):
         r"""labels: (batch, seqlen) token ids to predict; -100 where no prediction is scored."""
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        outputs = self._encode(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
-                               output_attentions, output_hidden_states, kwargs, one_sequence_per_row=False)
+        outputs = self.hydra(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+                             position_ids=position_ids, inputs_embeds=inputs_embeds,
+                             output_attentions=output_attentions, output_hidden_states=output_hidden_states,
+                             return_dict=True, **kwargs)
         logits = self.cls(outputs.last_hidden_state)  # (batch, seqlen, vocab_size)
         loss = None
         if labels is not None:
@@ -435,8 +469,10 @@ class HydraForSequenceClassification(HydraPreTrainedModel):
                 return_dict=None, **kwargs):
         r"""labels: (batch,) class ids, floats for regression (num_labels == 1), or (batch, num_labels) multi-hot."""
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        outputs = self._encode(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
-                               output_attentions, output_hidden_states, kwargs, one_sequence_per_row=True)
+        outputs = self.hydra(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+                             position_ids=position_ids, inputs_embeds=inputs_embeds,
+                             output_attentions=output_attentions, output_hidden_states=output_hidden_states,
+                             return_dict=True, sequence_level_head=type(self).__name__, **kwargs)
         logits = self.classifier(self.dropout(outputs.pooler_output))  # (batch, num_labels)
         loss = None
         if labels is not None:
@@ -478,8 +514,10 @@ class HydraForTokenClassification(HydraPreTrainedModel):
                 return_dict=None, **kwargs):
         r"""labels: (batch, seqlen) class ids; -100 where no label is scored."""
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        outputs = self._encode(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
-                               output_attentions, output_hidden_states, kwargs, one_sequence_per_row=False)
+        outputs = self.hydra(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+                             position_ids=position_ids, inputs_embeds=inputs_embeds,
+                             output_attentions=output_attentions, output_hidden_states=output_hidden_states,
+                             return_dict=True, **kwargs)
         logits = self.classifier(self.dropout(outputs.last_hidden_state))  # (batch, seqlen, num_labels)
         loss = None
         if labels is not None:
@@ -502,8 +540,10 @@ class HydraForQuestionAnswering(HydraPreTrainedModel):
                 output_hidden_states=None, return_dict=None, **kwargs):
         r"""start_positions, end_positions: (batch,) token indices of the answer span; clamped to the sequence."""
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        outputs = self._encode(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
-                               output_attentions, output_hidden_states, kwargs, one_sequence_per_row=True)
+        outputs = self.hydra(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+                             position_ids=position_ids, inputs_embeds=inputs_embeds,
+                             output_attentions=output_attentions, output_hidden_states=output_hidden_states,
+                             return_dict=True, sequence_level_head=type(self).__name__, **kwargs)
         logits = self.qa_outputs(outputs.last_hidden_state)  # (batch, seqlen, 2)
         start_logits, end_logits = (t.squeeze(-1).contiguous() for t in logits.split(1, dim=-1))
         loss = None
@@ -542,27 +582,19 @@ class HydraForMultipleChoice(HydraPreTrainedModel):
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         reference = input_ids if input_ids is not None else inputs_embeds
-        if reference is None:
-            raise ValueError("Specify exactly one of input_ids and inputs_embeds (got neither).")
         expected = 3 if input_ids is not None else 4
-        if reference.dim() != expected:
+        if reference is not None and (not isinstance(reference, torch.Tensor) or reference.dim() != expected):
             raise ValueError(f"HydraForMultipleChoice expects {'input_ids' if expected == 3 else 'inputs_embeds'} "
                              f"of {expected} dims (batch, num_choices, seqlen{', hidden' if expected == 4 else ''}),"
-                             f" got shape {tuple(reference.shape)}")
-        num_choices = reference.shape[1]
-        if num_choices == 0:
-            raise ValueError(f"HydraForMultipleChoice got 0 choices (input shape {tuple(reference.shape)}).")
-        for name, tensor in (("attention_mask", attention_mask), ("token_type_ids", token_type_ids),
-                             ("position_ids", position_ids)):  # before flattening (under export: one size per dim)
-            if tensor is not None and tensor.shape != reference.shape[:3]:
-                raise ValueError(f"{name} must have the shape (batch, num_choices, seqlen) = "
-                                 f"{tuple(reference.shape[:3])}, got {tuple(tensor.shape)}")
-        if any(value is not None for value in kwargs.values()):
-            raise ValueError("HydraForMultipleChoice takes padded (batch, num_choices, seqlen) inputs; packed-sequence "
-                             f"arguments ({', '.join(k for k, v in kwargs.items() if v is not None)}) do not apply.")
-        flat = lambda t: t.reshape(-1, *t.shape[2:]) if t is not None else None  # (batch * num_choices, ...)
-        outputs = self._encode(flat(input_ids), flat(attention_mask), flat(token_type_ids), flat(position_ids),
-                               flat(inputs_embeds), output_attentions, output_hidden_states, {})
+                             f" got {tuple(reference.shape) if isinstance(reference, torch.Tensor) else reference!r}")
+        num_choices = reference.shape[1] if reference is not None else 0
+        flat = lambda t: t.flatten(0, 1) if isinstance(t, torch.Tensor) and t.dim() > 2 else t  # (batch * choices, ...)
+        if "seq_idx" in kwargs:
+            kwargs["seq_idx"] = flat(kwargs["seq_idx"])
+        outputs = self.hydra(flat(input_ids), attention_mask=flat(attention_mask), token_type_ids=flat(token_type_ids),
+                             position_ids=flat(position_ids), inputs_embeds=flat(inputs_embeds),
+                             output_attentions=output_attentions, output_hidden_states=output_hidden_states,
+                             return_dict=True, sequence_level_head=type(self).__name__, **kwargs)
         logits = self.classifier(self.dropout(outputs.pooler_output)).view(-1, num_choices)  # (batch, num_choices)
         loss = None
         if labels is not None:

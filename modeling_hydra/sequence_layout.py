@@ -13,11 +13,15 @@
   transformers' `DataCollatorWithFlattening`. A row counts as packed when
     1. explicit boundaries are given: `seq_idx` (batch, seqlen), or `cu_seq_lens_q` / `cu_seq_lens_k` (cumulative
        lengths over the flattened batch, every row end a boundary); these win over everything else; or
-    2. with no explicit boundaries, a batch of one row with no padding in its mask carries `position_ids` that
-       restart: a sequence starts wherever the position id is not the previous one plus one, and must then start at
-       the row's first position id (0 by default, the collator's `position_ids_start`).
-  A padded batch (several rows, or a mask with padding) with ordinary `position_ids` is never split. Under tracing
-  only explicit boundaries are honoured (the position-id rule depends on the data).
+    2. with no explicit boundaries and no padding in the mask, rows carry `position_ids` that restart: a sequence
+       starts wherever the position id is not the previous one plus one, and must then start at the row's first
+       position id (0 by default, the collator's `position_ids_start`). Every row is split at its own restarts.
+  Position ids that restart inside the real tokens of a padded batch are refused (a ValueError): such a batch is
+  neither padded rows nor packed ones. Under tracing only explicit boundaries are honoured (the position-id rule
+  depends on the data).
+
+`TokenLayout` is the result for one forward, computed once by the execution plan: the mask of the padded path, or the
+`seq_idx` of rows that hold several sequences (with the gather/scatter of the padding-free path).
 """
 
 from dataclasses import dataclass
@@ -82,17 +86,26 @@ def packed_sequence_ids(batch, seqlen, attention_mask, position_ids, seq_idx, cu
                              f"shape {tuple(seq_idx.shape)} and dtype {seq_idx.dtype}")
         if not tracing and seqlen > 1 and bool((seq_idx[:, 1:] < seq_idx[:, :-1]).any()):
             raise ValueError("seq_idx must be non-decreasing along each row (tokens of one sequence are contiguous)")
-        if ids is not None and not tracing and not torch.equal(_ids_from_restarts(_boundaries(seq_idx)), ids):
+        # Renumbered from its boundaries, compared in the caller's integer type: ids that differ only above 32 bits
+        # (e.g. by 2**32) stay different sequences.
+        renumbered = _ids_from_restarts(_boundaries(seq_idx))
+        if ids is not None and not tracing and not torch.equal(renumbered, ids):
             raise ValueError("seq_idx and cu_seq_lens_q describe different sequence boundaries")
-        ids = seq_idx.to(torch.int32)
+        ids = renumbered
     explicit = ids is not None
-    if not explicit and (tracing or batch != 1 or position_ids is None or seqlen == 1):
+    if not explicit and (tracing or position_ids is None or seqlen == 1):
         return None
     if not explicit:
-        if attention_mask is not None and not bool(attention_mask.all()):
-            return None  # a padded row: never split by its position ids
         starts = _restarts(position_ids)
-        if not bool(starts[:, 1:].any()):
+        restarting = starts[:, 1:]
+        if attention_mask is not None and not bool(attention_mask.all()):
+            real = attention_mask.bool()
+            if bool((restarting & real[:, 1:] & real[:, :-1]).any()):
+                raise ValueError("position_ids restart inside the real tokens of a padded batch: pass either packed "
+                                 "rows without padding (e.g. DataCollatorWithFlattening) or padded rows whose "
+                                 "position_ids count up through each row's real tokens.")
+            return None  # a padded batch: never split by its position ids
+        if not bool(restarting.any()):
             return None  # ordinary position ids
         ids = _ids_from_restarts(starts)
     if attention_mask is not None and not tracing and not bool(attention_mask.all()):
@@ -207,3 +220,33 @@ def global_sequence_ids(ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, 
     starts_mask = _boundaries(ids).flatten()
     starts = starts_mask.nonzero().squeeze(-1)
     return starts_mask.long().cumsum(0) - 1, starts, starts.numel()
+
+
+def one_sequence_per_row(seq_idx: torch.Tensor) -> Unpadded:
+    """The layout that gives every sequence of (rows, width) `seq_idx` a row of its own (zeros after its end)."""
+    rows, width = seq_idx.shape
+    ids, _, count = global_sequence_ids(seq_idx)  # (rows * width,) sequence number of each slot
+    position = positions_in_sequence(seq_idx).flatten()
+    longest = int(position.max()) + 1
+    src = torch.arange(rows * width, device=seq_idx.device)
+    dest = ids * longest + position
+    row_ids = torch.arange(count, device=seq_idx.device, dtype=torch.int32).repeat_interleave(longest)
+    return Unpadded(src, dest, row_ids.view(count, longest), rows, width)
+
+
+@dataclass
+class TokenLayout:
+    """Where one forward's tokens sit, computed once (see the module docstring).
+
+    mask: (batch, seqlen) bool, True at real tokens: the padded path with padding (what the mixers mask); else None.
+    batch_mask: the caller's mask as (batch, seqlen) bool when it has padding, whatever the path (for pooling).
+    seq_idx: (rows, width) int32 sequence ids of rows that hold several sequences (padding-free or packed); else None.
+    unpadded: the gather/scatter between the caller's padded batch and the padding-free rows; else None.
+    packed_ids: the caller's own packed rows' ids (batch, seqlen), for per-sequence pooling; else None.
+    """
+
+    mask: torch.Tensor | None = None
+    batch_mask: torch.Tensor | None = None
+    seq_idx: torch.Tensor | None = None
+    unpadded: Unpadded | None = None
+    packed_ids: torch.Tensor | None = None

@@ -23,6 +23,7 @@ import torch
 from transformers.utils import logging
 
 from .ssd_torch import ssd_bidirectional_torch
+from .tracing import is_exporting
 
 logger = logging.get_logger(__name__)
 
@@ -115,7 +116,7 @@ def resolve_ssd_backend(name: str, device: torch.device) -> tuple[SSDBackend, Ca
     "auto" selects the torch path there, and the kernel backends raise a ValueError.
     """
     validate_backend_name(name)
-    if torch.compiler.is_exporting() or torch.jit.is_tracing() or torch.jit.is_scripting():
+    if is_exporting():
         if name not in (AUTO, "torch"):
             raise ValueError(
                 f"ssd_backend={name!r} cannot be exported or traced: its kernels are not torch operators that "

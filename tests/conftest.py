@@ -25,6 +25,17 @@ def tiny_config(**overrides) -> HydraConfig:
     return HydraConfig(**kwargs)
 
 
+def run_mixer(mixer, u, attention_mask=None, seq_idx=None):
+    """One mixer alone on u (batch, seqlen, hidden), through the execution plan a model's forward would build."""
+    from modeling_hydra.execution_plan import build_execution_plan
+
+    plan = build_execution_plan(mixer.config, batch=u.shape[0], seqlen=u.shape[1], device=u.device, dtype=u.dtype,
+                                training=mixer.training, gradient_checkpointing=False,
+                                attention_mask=attention_mask, packed_ids=seq_idx)
+    rows = plan.layout.unpadded  # the padding-free layout, as HydraModel lays out a padded batch
+    return mixer(u, plan) if rows is None else rows.scatter(mixer(rows.gather(u), plan))
+
+
 def perturb_ssm_parameters(model, seed=0):
     """Move every layer's A_log, D and dt_bias off their init values, so that a re-initialization would show."""
     g = torch.Generator().manual_seed(seed)

@@ -106,5 +106,5 @@ def test_zero_choices_is_a_value_error():
     from modeling_hydra import HydraForMultipleChoice
 
     model = HydraForMultipleChoice(tiny_config()).eval()
-    with pytest.raises(ValueError, match="0 choices"):
+    with pytest.raises(ValueError, match="batch is empty"):
         model(torch.ones(2, 0, 5, dtype=torch.long))

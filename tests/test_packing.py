@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer, DataCollatorWithFlattening, DataCollatorWithPadding
 
-from conftest import TOKENIZER_DIR, tiny_config
+from conftest import TOKENIZER_DIR, tiny_config, run_mixer
 from glue_test_helpers import GLUE_SAMPLE, read_official_tsv
 from modeling_hydra import HydraForMaskedLM, HydraForTokenClassification, HydraModel
 from modeling_hydra.hydra_mixer import HydraMixer
@@ -38,14 +38,14 @@ def test_mixer_packed_row_equals_each_sequence_alone(chunk_size, dtype, recomput
     seq_idx = ids_from_lengths(LENGTHS, dtype=torch.int32)[None]
 
     with torch.no_grad():
-        packed = mixer(u, seq_idx=seq_idx)
-        alone = torch.cat([mixer(u[:, s:e]) for s, e in spans(LENGTHS)], dim=1)
+        packed = run_mixer(mixer, u, seq_idx=seq_idx)
+        alone = torch.cat([run_mixer(mixer, u[:, s:e]) for s, e in spans(LENGTHS)], dim=1)
     assert alone.abs().max() > 0.1
     err = relative_error(packed, alone)
     assert err <= TOL[dtype], f"packed mixer output differs from the sequences alone by {err:.2e}"
 
-    packed_grads = mixer_grads(mixer, u, lambda u: [(mixer(u, seq_idx=seq_idx), w)])
-    alone_grads = mixer_grads(mixer, u, lambda u: [(mixer(u[:, s:e]), w[:, s:e]) for s, e in spans(LENGTHS)])
+    packed_grads = mixer_grads(mixer, u, lambda u: [(run_mixer(mixer, u, seq_idx=seq_idx), w)])
+    alone_grads = mixer_grads(mixer, u, lambda u: [(run_mixer(mixer, u[:, s:e]), w[:, s:e]) for s, e in spans(LENGTHS)])
     names = ["input"] + [n for n, _ in mixer.named_parameters()]
     for name, got, want in zip(names, packed_grads, alone_grads):
         err = relative_error(got, want)
@@ -58,7 +58,7 @@ def test_mixer_packed_row_equals_independent_reference():
     mixer = randomize_weights(HydraMixer(config)).double()
     u = torch.randn(1, sum(LENGTHS), 8, dtype=torch.float64)
     with torch.no_grad():
-        packed = mixer(u, seq_idx=ids_from_lengths(LENGTHS)[None])
+        packed = run_mixer(mixer, u, seq_idx=ids_from_lengths(LENGTHS)[None])
     expected = torch.cat([reference_mixer(mixer, u[:, s:e]) for s, e in spans(LENGTHS)], dim=1)
     assert relative_error(packed, expected) <= TOL[torch.float64]
 

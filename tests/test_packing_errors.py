@@ -110,7 +110,7 @@ def test_sequence_level_heads_refuse_packed_rows(model_class, boundaries):
 
 def test_multiple_choice_refuses_packed_rows():
     head = HydraForMultipleChoice(tiny_config()).eval()
-    with pytest.raises(ValueError, match=r"HydraForMultipleChoice takes padded .*\(seq_idx\)"):
+    with pytest.raises(ValueError, match=r"HydraForMultipleChoice scores one sequence per row.*padded batch"):
         head(ids(batch=2)[None], seq_idx=ids_from_lengths(LENGTHS)[None].expand(2, -1)[None])
 
 
@@ -131,11 +131,16 @@ def test_a_padded_batch_with_ordinary_position_ids_is_never_split(model):
         # one row, no padding, ordinary position ids: one sequence
         one = model(batch[:1], position_ids=torch.arange(6)[None]).last_hidden_state
         assert relative_error(one, model(batch[:1]).last_hidden_state) <= 1e-6
-        # several rows whose position ids restart: only a batch of one row is read as packed
+        # several rows without padding whose position ids restart: each row is split at its own restarts
         restart = torch.tensor([[0, 1, 2, 0, 1, 2]] * 2)
         rows = model(batch, position_ids=restart).last_hidden_state
-        packed = model(batch[:1], position_ids=restart[:1]).last_hidden_state
-        assert relative_error(rows[:1], packed) > 1e-2
+        for b in range(2):
+            for piece in (slice(0, 3), slice(3, 6)):
+                alone = model(batch[b:b + 1, piece]).last_hidden_state
+                assert relative_error(rows[b:b + 1, piece], alone) <= 1e-6
+        # restarts inside the real tokens of a padded batch are neither padded nor packed rows: refused
+        with pytest.raises(ValueError, match="position_ids restart inside the real tokens of a padded batch"):
+            model(batch, attention_mask=right, position_ids=restart)
 
 
 @pytest.fixture

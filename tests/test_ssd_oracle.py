@@ -9,7 +9,8 @@ import math
 import pytest
 import torch
 
-from conftest import tiny_config
+from conftest import tiny_config, run_mixer
+from modeling_hydra.execution_plan import build_execution_plan
 from modeling_hydra.hydra_mixer import HydraMixer
 from modeling_hydra.ssd_torch import ssd_bidirectional_torch
 
@@ -163,7 +164,7 @@ def test_mixer_matches_independent_reference(ngroups):
     for chunk_size in (1, 3, 4, 11, 32):
         mixer.chunk_size = chunk_size
         with torch.no_grad():
-            out = mixer(u)
+            out = run_mixer(mixer, u)
         err = (out - expected).abs().max().item()
         assert err < TOL, f"chunk_size={chunk_size}: max abs error {err:.3e}"
         outputs.append(out)
@@ -176,8 +177,10 @@ def test_mixer_gradcheck():
     names = [n for n, _ in mixer.named_parameters()]
     params = tuple(p.detach().clone().requires_grad_(True) for p in mixer.parameters())
     u = torch.randn(1, 5, 4, dtype=torch.float64, requires_grad=True)
+    plan = build_execution_plan(mixer.config, batch=1, seqlen=5, device=u.device, dtype=u.dtype, training=False,
+                                gradient_checkpointing=False)
 
     def run(u, *flat_params):
-        return torch.func.functional_call(mixer, dict(zip(names, flat_params)), (u,))
+        return torch.func.functional_call(mixer, dict(zip(names, flat_params)), (u, plan))
 
     assert torch.autograd.gradcheck(run, (u, *params), eps=1e-6, atol=1e-7)
