@@ -76,9 +76,9 @@ class QuasiseparableMatrix(nn.Module):
             dt = dt.clamp(min=cfg.dt_init_floor)
             self.dt_bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # softplus^-1(dt)
 
-    def forward(self, x, B, C, dt, rows: SequenceRows, plan):
-        """x: (batch, L, d_inner) zero at pads; B, C: (batch, L, N) or None (di); dt: (batch, L, 2 nheads) or None
-        (di) -> y (batch, L, nheads, headdim)."""
+    def forward(self, x, B, C, dt, rows: SequenceRows | None, plan):
+        """x: (batch, L, d_inner) zero at pads; dd: B, C (batch, L, N), dt (batch, L, 2 nheads), rows None; di: B,
+        C, dt None and `rows` for the positions inside each sequence -> y (batch, L, nheads, headdim)."""
         batch, seqlen, _ = x.shape
         H = self.nheads
         if not self.data_dependent:
@@ -109,6 +109,7 @@ class MatrixMixer(nn.Module):
 
     def __init__(self, config, layer_idx: int = 0):
         super().__init__()
+        self.config = config
         self.layer_idx = layer_idx
         self.family = config.matrix_mixer_type
         self.data_dependent = config.is_data_dependent
@@ -154,21 +155,20 @@ class MatrixMixer(nn.Module):
         stream = plan.conv(plan.mask_padding(stream), self.conv1d.weight[:, 0], self.conv1d.bias)
         parts = dict(zip(self.stream, torch.split(stream, list(self.stream.values()), dim=-1)))
         parts = {name: F.silu(t) if self.silu_all or name == "v" else t for name, t in parts.items()}
-        layout = plan.layout
-        rows = SequenceRows(batch, seqlen, layout.mask, layout.seq_idx, projected.device, static=plan.tracing)
         compute = plan.compute_dtype
-        if self.family == "quasiseparable":
-            x = plan.mask_padding(parts["v"])
-            y = self.matrix_mixer(x, parts.get("B"), parts.get("C"), dt if self.extra else None, rows, plan)
-            return self.norm(y.reshape(batch, seqlen, self.d_inner), z)
+        if self.family == "quasiseparable" and self.data_dependent:  # plan.ssd keeps the sequences apart
+            y = self.matrix_mixer(plan.mask_padding(parts["v"]), parts["B"], parts["C"], dt, None, plan)
+            return self.norm(y.reshape(batch, seqlen, self.d_inner), z, compute)
+        rows = SequenceRows(plan.layout, batch, seqlen, projected.device, static=plan.tracing)
+        if self.family == "quasiseparable":  # di: B, C by the position inside each sequence
+            y = self.matrix_mixer(plan.mask_padding(parts["v"]), None, None, None, rows, plan)
+            return self.norm(y.reshape(batch, seqlen, self.d_inner), z, compute)
 
         H = self.nheads
         keep = rows.keep
         grouped = {}
         for name, t in parts.items():
-            t = rows.gather(t.to(compute))
-            if keep is not None:
-                t = torch.where(keep.unsqueeze(-1), t, 0.0)
+            t = rows.gather(t.to(compute))  # zero at pads
             grouped[name] = t.reshape(t.shape[0], t.shape[1], H, -1)  # (rows, width, nheads, channels per head)
         v = grouped["v"]
         if self.family == "toeplitz":
@@ -178,4 +178,4 @@ class MatrixMixer(nn.Module):
         else:
             mixed = self.matrix_mixer(v, grouped.get("q"), grouped.get("k"), keep)
         y = rows.scatter((mixed + v).reshape(v.shape[0], v.shape[1], self.d_inner))  # (batch, seqlen, d_inner)
-        return self.norm(y.to(dtype), z)
+        return self.norm(y.to(dtype), z, compute)

@@ -1,39 +1,23 @@
 """An independent float64 reference of the paper's matrix mixers, for one sequence alone: every matrix materialized
 entry by entry from the formulas of the authors' code (github.com/goombalab/hydra, hydra/modules/matrix_mixer.py and
-hydra/modules/matrix_mixers/*.py), and a stand-in execution plan for the mixer modules.
+hydra/modules/matrix_mixers/*.py), and the plan helper of the mixer tests.
 """
 
 import math
-from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
 
-from modeling_hydra.depthwise_conv import depthwise_conv1d
-from modeling_hydra.ssd_torch import ssd_bidirectional_torch
+from modeling_hydra.execution_plan import build_execution_plan
 
 OMEGA = 2 * math.pi * 1e-3
 
 
-class StandInPlan:
-    """The execution-plan interface a mixer reads (compute dtype, layout, masking, conv, ssd), for the mixer tests."""
-
-    def __init__(self, dtype, mask=None, seq_idx=None, tracing=False, recompute=False, chunk=4):
-        self.compute_dtype = torch.float64 if dtype == torch.float64 else torch.float32
-        self.layout = SimpleNamespace(mask=mask, seq_idx=seq_idx)
-        self.tracing = tracing
-        self.recompute_mixer = recompute
-        self.chunk = chunk
-
-    def mask_padding(self, t):
-        return t if self.layout.mask is None else torch.where(self.layout.mask.unsqueeze(-1), t, 0.0)
-
-    def conv(self, x, weight, bias):
-        return depthwise_conv1d(x, weight, bias, self.layout.seq_idx)
-
-    def ssd(self, x, dt_f, dt_b, A, B_f, C_f, B_b, C_b, diag):
-        return ssd_bidirectional_torch(x, dt_f, dt_b, A, B_f, C_f, B_b, C_b, diag, self.chunk,
-                                       seq_idx=self.layout.seq_idx)
+def make_plan(mixer, batch, seqlen, dtype=torch.float64, attention_mask=None, packed_ids=None, training=False):
+    """The model's execution plan for a mixer's config and these inputs."""
+    return build_execution_plan(mixer.config, batch=batch, seqlen=seqlen, device=torch.device("cpu"), dtype=dtype,
+                                training=training, gradient_checkpointing=False, attention_mask=attention_mask,
+                                packed_ids=packed_ids)
 
 
 def toeplitz_official(v, c, max_len):
@@ -50,9 +34,11 @@ def family_matrices(mixer, parts, L):
     family, dd, H = mixer.family, mixer.data_dependent, mixer.nheads
     mm = mixer.matrix_mixer
     Lmax = mm.max_len
+    t = torch.arange(L, dtype=torch.float64)[:, None]  # output position (column vector)
+    s = torch.arange(L, dtype=torch.float64)[None, :]  # input position (row vector)
+    lag_index = ((t - s).long() + Lmax) % (2 * Lmax - 1)  # Toeplitz: M[t, s] = c[(t - s + Lmax) mod (2 Lmax - 1)]
     Ms = []
     for h in range(H):
-        M = torch.zeros(L, L, dtype=torch.float64)
         if family == "dense":
             M = mm.M[h, :L, :L].double() / math.sqrt(Lmax)
         elif family == "toeplitz":
@@ -63,25 +49,13 @@ def family_matrices(mixer, parts, L):
                 c = torch.cat([r[1:].flip(0), f])
             else:
                 c = mm.conv_params[h].double()
-            for t in range(L):
-                for s in range(L):
-                    M[t, s] = c[(t - s + Lmax) % (2 * Lmax - 1)]
-            M = M * 0.5 / math.sqrt(Lmax)
-        elif family == "vandermonde":
+            M = c[lag_index] * 0.5 / math.sqrt(Lmax)
+        elif family == "vandermonde" and not dd:
+            M = mm.dft_matrix[:L, :L].double() / math.sqrt(Lmax)
+        else:
             if dd:
                 qk = parts["q"].shape[1] // H
-                q = parts["q"][:, h * qk:(h + 1) * qk]
-                k = parts["k"][:, h * qk:(h + 1) * qk]
-                for t in range(L):
-                    for s in range(L):
-                        M[t, s] = (torch.cos(OMEGA * q[t] * s) - torch.cos(OMEGA * k[s] * t)).sum()
-                M = M / math.sqrt(2 * Lmax * qk)
-            else:
-                M = mm.dft_matrix[:L, :L].double() / math.sqrt(Lmax)
-        elif family in ("cauchy", "low_rank", "attention"):
-            if dd:
-                qk = parts["q"].shape[1] // H
-                q = parts["q"][:, h * qk:(h + 1) * qk]
+                q = parts["q"][:, h * qk:(h + 1) * qk]  # (L, qk)
                 k = parts["k"][:, h * qk:(h + 1) * qk]
             elif family == "attention":  # read as (head, position, qk)
                 qk = mm.q_matrix.shape[-1]
@@ -89,18 +63,17 @@ def family_matrices(mixer, parts, L):
             else:
                 qk = mm.q_matrix.shape[-1]
                 q, k = mm.q_matrix[:L, h].double(), mm.k_matrix[:L, h].double()
-            for t in range(L):
-                for s in range(L):
-                    if family == "cauchy":
-                        qt = torch.exp(q[t]) + (mm.bias.double() if dd else 0.0)
-                        ks = torch.exp(k[s]) + (mm.bias.double() if dd else 0.0)
-                        M[t, s] = (1.0 / (qt + ks + 1e-8)).sum() / math.sqrt(Lmax * qk)
-                    else:
-                        M[t, s] = (q[t] * k[s]).sum()
-            if family == "low_rank":
-                M = M / math.sqrt(Lmax * qk)
-            elif family == "attention":
-                M = torch.softmax(M / math.sqrt(qk), dim=-1)
+            qt, ks = q[:, None, :], k[None, :, :]  # (L, 1, qk) at t, (1, L, qk) at s
+            if family == "vandermonde":
+                M = (torch.cos(OMEGA * qt * s[..., None]) - torch.cos(OMEGA * ks * t[..., None])).sum(-1)
+                M = M / math.sqrt(2 * Lmax * qk)
+            elif family == "cauchy":
+                bias = mm.bias.double() if dd else 0.0
+                M = (1.0 / (torch.exp(qt) + bias + torch.exp(ks) + bias + 1e-8)).sum(-1) / math.sqrt(Lmax * qk)
+            elif family == "low_rank":
+                M = (qt * ks).sum(-1) / math.sqrt(Lmax * qk)
+            else:
+                M = torch.softmax((qt * ks).sum(-1) / math.sqrt(qk), dim=-1)
         Ms.append(M + torch.eye(L, dtype=torch.float64))
     return Ms
 
@@ -118,18 +91,21 @@ def quasiseparable_matrices(mixer, parts, dt, L):
     dt_f, dt_b = dt[:, :H], dt[:, H:]
     A = -torch.exp(mm.A_log.double())
     diag = parts["v"] @ mm.fc_D.weight.double().T + mm.D.double()  # (L, H)
+    zero = torch.zeros(1, N, dtype=torch.float64)
+    C_prev = torch.cat([zero, C[:-1]])  # row t reads C[t - 1] (forward) and C[t + 1] (backward)
+    C_next = torch.cat([C[1:], zero])
+    t = torch.arange(L)[:, None]
+    s = torch.arange(L)[None, :]
     Ms = []
     for h in range(H):
-        a_f, a_b = torch.exp(dt_f[:, h] * A[h]), torch.exp(dt_b[:, h] * A[h])
-        M = torch.zeros(L, L, dtype=torch.float64)
-        for t in range(L):
-            for s in range(L):
-                if s < t:
-                    M[t, s] = (C[t - 1] @ B[s]) * torch.prod(a_f[s + 1:t]) * dt_f[s, h]
-                elif s > t:
-                    M[t, s] = (C[t + 1] @ B[s]) * torch.prod(a_b[t + 1:s]) * dt_b[s, h]
-                else:
-                    M[t, s] = diag[t, h]
+        log_f = torch.cumsum(torch.log(torch.exp(dt_f[:, h] * A[h])), 0)  # sum_{k <= i} log a_k
+        log_b = torch.cumsum(torch.log(torch.exp(dt_b[:, h] * A[h])), 0)
+        # prod_{k = s+1}^{t-1} a^f_k (s < t) and prod_{k = t+1}^{s-1} a^b_k (s > t)
+        decay_f = torch.exp(log_f[(t - 1).clamp(min=0)] - log_f[s])
+        decay_b = torch.exp(log_b[(s - 1).clamp(min=0)] - log_b[t])
+        lower = (C_prev @ B.T) * decay_f * dt_f[:, h][None, :]
+        upper = (C_next @ B.T) * decay_b * dt_b[:, h][None, :]
+        M = torch.where(s < t, lower, 0.0) + torch.where(s > t, upper, 0.0) + torch.diag(diag[:, h])
         Ms.append(M)
     return Ms
 

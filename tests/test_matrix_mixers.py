@@ -1,6 +1,7 @@
 """The paper's matrix mixers against an independent float64 reference (materialized matrices, one sequence alone):
 every family dd and di, the authors' quirks, padding invariance and packed sequences."""
 
+import dataclasses
 import math
 
 import pytest
@@ -8,7 +9,7 @@ import torch
 
 import modeling_hydra.matrix_mixer_families as families
 from configuration_hydra import HydraConfig
-from matrix_mixer_reference import StandInPlan, reference_mixer, toeplitz_official
+from matrix_mixer_reference import make_plan, reference_mixer, toeplitz_official
 from modeling_hydra.matrix_mixer import MatrixMixer
 
 MAX_LEN = 10
@@ -67,7 +68,7 @@ def test_matches_materialized_reference(family, dd, overrides):
         lengths.append(max_len_of(mixer) + 5)
     for L in lengths:
         u = torch.randn(2, L, 16, dtype=torch.float64)
-        out = mixer(u, StandInPlan(torch.float64))
+        out = mixer(u, make_plan(mixer, 2, L))
         expected = torch.stack([reference_mixer(mixer, u[b]) for b in range(2)])
         assert relative(out, expected) < TOL, (L, relative(out, expected))
 
@@ -131,15 +132,24 @@ def pad_batch(u_list, sides, total, fill=float("nan")):
     return u, mask
 
 
-@pytest.mark.parametrize("static", [False, True], ids=["eager", "static"])
+@pytest.mark.parametrize("path", ["padded", "padded-static", "padding-free"])
 @pytest.mark.parametrize("family, dd, overrides", VARIANTS, ids=IDS)
-def test_padding_invariance(family, dd, overrides, static):
-    """Real tokens get the stand-alone output whatever the amount and side of padding, NaN at the pads."""
+def test_padding_invariance(family, dd, overrides, path):
+    """Real tokens get the stand-alone output whatever the amount and side of padding, NaN at the pads; on the
+    padded path (eager, and static shapes as under tracing) and on padding-free rows."""
     mixer = build_mixer(family, dd, overrides)
+    mixer.config.unpad_inputs = path == "padding-free"
     Lmax = max_len_of(mixer)
     seqs = [torch.randn(L, 16, dtype=torch.float64) for L in (Lmax, 3, Lmax - 2, 1)]
     u, mask = pad_batch(seqs, ["right", "left", "right", "left"], Lmax)
-    out = mixer(u, StandInPlan(torch.float64, mask=mask, tracing=static))
+    plan = make_plan(mixer, 4, Lmax, attention_mask=mask)
+    if path == "padded-static":
+        plan = dataclasses.replace(plan, tracing=True)
+    assert (plan.layout.seq_idx is not None) == (path == "padding-free")
+    if path == "padding-free":  # run on the plan's rows, as the encoder does
+        out = plan.layout.unpadded.scatter(mixer(plan.layout.unpadded.gather(u), plan))
+    else:
+        out = mixer(u, plan)
     assert torch.isfinite(out[mask]).all()
     for b, seq in enumerate(seqs):
         assert relative(out[b][mask[b]], reference_mixer(mixer, seq)) < TOL, b
@@ -147,11 +157,11 @@ def test_padding_invariance(family, dd, overrides, static):
 
 @pytest.mark.parametrize("family, dd, overrides", VARIANTS, ids=IDS)
 def test_packed_sequences_are_exact(family, dd, overrides):
-    """Rows holding several sequences (seq_idx), with trailing pads: every sequence gets its stand-alone output."""
+    """Rows holding several sequences (packed, seq_idx): every sequence gets its stand-alone output."""
     mixer = build_mixer(family, dd, overrides)
     Lmax = max_len_of(mixer)
-    row_lengths = [[3, Lmax, 1], [Lmax - 1, 2]]
-    total = max(sum(r) for r in row_lengths) + 2
+    row_lengths = [[3, Lmax, 1, 2], [Lmax - 1, 2, 3]]
+    total = max(sum(r) for r in row_lengths)
     u = torch.full((2, total, 16), float("nan"), dtype=torch.float64)
     mask = torch.zeros(2, total, dtype=torch.bool)
     seq_idx = torch.zeros(2, total, dtype=torch.long)
@@ -163,8 +173,7 @@ def test_packed_sequences_are_exact(family, dd, overrides):
             u[b, start:start + L], mask[b, start:start + L], seq_idx[b, start:start + L] = seq, True, i
             seqs.append((b, start, seq))
             start += L
-        seq_idx[b, start:] = len(lengths)
-    out = mixer(u, StandInPlan(torch.float64, mask=mask, seq_idx=seq_idx))
+    out = mixer(u, make_plan(mixer, 2, total, packed_ids=seq_idx))
     assert torch.isfinite(out[mask]).all()
     for b, start, seq in seqs:
         assert relative(out[b, start:start + seq.shape[0]], reference_mixer(mixer, seq)) < TOL
@@ -176,7 +185,7 @@ def test_fixed_length_families_refuse_longer_sequences(family, dd, overrides):
     mixer = build_mixer(family, dd, overrides)
     u = torch.randn(1, max_len_of(mixer) + 1, 16, dtype=torch.float64)
     with pytest.raises(ValueError, match="max_position_embeddings"):
-        mixer(u, StandInPlan(torch.float64))
+        mixer(u, make_plan(mixer, 1, u.shape[1]))
 
 
 @pytest.mark.parametrize("family", ["vandermonde", "cauchy"])
@@ -186,7 +195,7 @@ def test_tiled_kernels_gradients(family, monkeypatch):
     mixer = build_mixer(family, True, {"qk_dim": 3})
     u = torch.randn(1, 9, 16, dtype=torch.float64, requires_grad=True)
     weight = torch.randn(1, 9, 16, dtype=torch.float64)
-    (mixer(u, StandInPlan(torch.float64)) * weight).sum().backward()
+    (mixer(u, make_plan(mixer, 1, 9, training=True)) * weight).sum().backward()
     grads = {n: p.grad.clone() for n, p in mixer.named_parameters()}
     grad_u = u.grad.clone()
     mixer.zero_grad()
@@ -201,8 +210,8 @@ def test_float32_close_to_float64():
     """float32 activations compute the families in float32: close to the float64 result."""
     mixer = build_mixer("vandermonde", True, {"qk_dim": 3})
     u = torch.randn(2, 7, 16, dtype=torch.float64)
-    expected = mixer(u, StandInPlan(torch.float64))
-    out = mixer.float()(u.float(), StandInPlan(torch.float32))
+    expected = mixer(u, make_plan(mixer, 2, 7))
+    out = mixer.float()(u.float(), make_plan(mixer, 2, 7, dtype=torch.float32))
     assert relative(out.double(), expected) < 1e-4
 
 
