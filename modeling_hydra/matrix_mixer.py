@@ -97,6 +97,10 @@ class QuasiseparableMatrix(nn.Module):
         return plan.ssd(x.reshape(batch, seqlen, H, -1), dt_f, dt_b, A, B, C, B, C, diag)
 
 
+# The modules holding a family's own parameters (initialized by their `reset_parameters`).
+MATRIX_MODULES = (*FAMILIES.values(), QuasiseparableMatrix)
+
+
 class MatrixMixer(nn.Module):
     """A sequence mixer y = M(u) v from the paper's framework: `config.matrix_mixer_type` picks the family
     ("dense", "toeplitz", "vandermonde", "cauchy", "low_rank", "attention", "quasiseparable"),

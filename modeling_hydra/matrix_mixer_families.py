@@ -153,7 +153,7 @@ class VandermondeMatrix(nn.Module):
         return torch.cos((2 * math.pi * t).unsqueeze(1) * t.unsqueeze(0) / max_len)
 
     def reset_parameters(self):
-        if not self.data_dependent:
+        if not self.data_dependent and not getattr(self.dft_matrix, "_is_hf_initialized", False):
             with torch.no_grad():
                 self.dft_matrix.copy_(self.dft(self.max_len, self.dft_matrix.device))
 

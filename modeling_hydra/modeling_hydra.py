@@ -24,6 +24,7 @@ from configuration_hydra.mixer_config import RUNTIME_FIELDS
 
 from .execution_plan import build_execution_plan
 from .hydra_mixer import HydraMixer, HydraRMSNormGated
+from .matrix_mixer import MATRIX_MODULES
 from .sequence_layout import global_sequence_ids, packed_sequence_ids, positions_in_sequence
 from .sequence_mixers import build_mixer, mixer_class
 from .ssd_backends import validate_backend_name
@@ -176,6 +177,8 @@ class HydraPreTrainedModel(PreTrainedModel):
             nn.init.ones_(module.weight)
         elif isinstance(module, HydraMixer):
             module.reset_ssm_parameters()
+        elif isinstance(module, MATRIX_MODULES):
+            module.reset_parameters()
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """Save weights and config, plus the model's source files and a full `auto_map` for remote-code loading."""
