@@ -169,7 +169,7 @@ def build_execution_plan(config, *, batch: int, seqlen: int, device: torch.devic
             mask = None  # nothing to mask: skip the masking work (eager only: a traced graph keeps the mask)
         unpadded = None
         if mask is not None and config.unpad_inputs and not tracing and keeps_sequences_apart:
-            unpadded = unpad(mask)
+            unpadded = unpad(mask, TRITON_MAX_CHUNK if backend.name == "triton" else TORCH_ONE_CHUNK)
         layout = (TokenLayout(seq_idx=unpadded.seq_idx, unpadded=unpadded, batch_mask=mask) if unpadded is not None
                   else TokenLayout(mask=mask, batch_mask=mask))
     rows, width = layout.seq_idx.shape if layout.unpadded is not None else (batch, seqlen)

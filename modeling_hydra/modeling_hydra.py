@@ -323,7 +323,7 @@ class HydraModel(HydraPreTrainedModel):
             computed at all and their outputs are zeros.
         token_type_ids: (batch, seqlen) segment ids; zeros when None.
         position_ids: (batch, seqlen); used by `config.use_position_embeddings` (default: the index of each token
-            in its sequence) and, in a batch of one unpadded row, as sequence boundaries where they restart.
+            in its sequence) and, in a batch without padding, as sequence boundaries where they restart (packed rows).
         seq_idx: (batch, seqlen) int, non-decreasing: the sequence of each token of packed rows.
         cu_seq_lens_q / cu_seq_lens_k: (num_sequences + 1,) cumulative sequence lengths over the flattened batch,
             as `DataCollatorWithFlattening(return_flash_attn_kwargs=True)` emits them; `max_length_q/k` are

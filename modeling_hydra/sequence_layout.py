@@ -153,7 +153,7 @@ class Unpadded:
 
     Whole sequences are packed in order into rows of `width` slots (next fit), so that a row holds several short
     sequences and no sequence is split; the slots left at a row's end form one more, inert sequence. When the
-    longest sequence is longer than `MAX_BIN_WIDTH`, all sequences share one row of exactly the real tokens.
+    longest sequence is longer than `max_width`, all sequences share one row of exactly the real tokens.
 
     src: (total,) flat positions (over batch * seqlen) of the real tokens; dest: (total,) their flat slots (over
     rows * width); seq_idx: (rows, width) int32, non-decreasing along each row.
@@ -180,11 +180,11 @@ class Unpadded:
         return flat.view(self.batch, self.seqlen, *t.shape[2:])
 
 
-MAX_BIN_WIDTH = 256
+def unpad(mask: torch.Tensor, max_width: int) -> Unpadded | None:
+    """The padding-free layout of a (batch, seqlen) bool mask; None when a row has holes or no row has a token.
 
-
-def unpad(mask: torch.Tensor) -> Unpadded | None:
-    """The padding-free layout of a (batch, seqlen) bool mask; None when a row has holes or no row has a token."""
+    max_width: the widest row of whole sequences (the execution plan passes the longest row its backend runs as one
+    SSD chunk, so that such rows need no state passing)."""
     batch, seqlen = mask.shape
     edges = (F.pad(mask, (1, 1)).int().diff(dim=1) != 0).sum(1)  # 2 for one run of real tokens, 0 for none
     lengths_t = mask.sum(1)
@@ -196,7 +196,7 @@ def unpad(mask: torch.Tensor) -> Unpadded | None:
         return None
     longest = max(lengths)
     width = max(16, 1 << (longest - 1).bit_length())
-    if width > MAX_BIN_WIDTH:
+    if width > max_width:
         width = total
     base, row, used = [], 0, 0
     for n in lengths:  # next fit

@@ -123,6 +123,7 @@ class KernelBench:
     def __init__(self, torch, device, shapes, repeats, warmup):
         from configuration_hydra import HydraConfig
         from modeling_hydra import HydraForSequenceClassification
+        from modeling_hydra.execution_plan import build_execution_plan
         from modeling_hydra.hydra_mixer import HydraMixer
         from modeling_hydra.ssd_backends import SSD_BACKENDS
         from modeling_hydra.ssd_mamba_ssm import load_mamba_chunk_scan_combined
@@ -131,6 +132,7 @@ class KernelBench:
         self.torch, self.device, self.shapes = torch, device, shapes
         self.repeats, self.warmup = repeats, warmup
         self.HydraConfig, self.HydraMixer = HydraConfig, HydraMixer
+        self.build_execution_plan = build_execution_plan
         self.HydraForSequenceClassification = HydraForSequenceClassification
         self.reference = ssd_bidirectional_torch
         self.nheads = 2 * shapes["d_model"] // shapes["headdim"]
@@ -267,7 +269,7 @@ class KernelBench:
         mask = torch.ones(hidden.shape[:2], dtype=torch.bool, device=self.device)
         mask[-1, seqlen - seqlen // 4:] = False
         h64 = hidden.double().requires_grad_()
-        out_ref = reference(h64, mask)
+        out_ref = self.run_mixer(reference, h64, mask)
         (grad_ref,) = torch.autograd.grad(out_ref, h64, torch.ones_like(out_ref))
         rows = []
         for name in self.backends:
@@ -275,7 +277,7 @@ class KernelBench:
                 mixer = self.mixer(name, dtype, seed)
                 h = hidden.to(dtype).requires_grad_()
                 self.poison()
-                out = mixer(h, mask)
+                out = self.run_mixer(mixer, h, mask)
                 (grad,) = torch.autograd.grad(out, h, torch.ones_like(out))
                 return {"out": rel_rms(torch, out, out_ref), "d_hidden": rel_rms(torch, grad, grad_ref)}
 
@@ -283,10 +285,17 @@ class KernelBench:
                                 compare, TOLERANCE[dtype_name]))
         return rows
 
+    def run_mixer(self, mixer, hidden, mask=None):
+        """The mixer on padded rows (its own execution plan, as a model's forward would build it)."""
+        plan = self.build_execution_plan(mixer.config, batch=hidden.shape[0], seqlen=hidden.shape[1],
+                                         device=hidden.device, dtype=hidden.dtype, training=mixer.training,
+                                         gradient_checkpointing=False, attention_mask=mask)
+        return mixer(hidden, plan)
+
     def mixer(self, backend, dtype, seed):
         s = self.shapes
         config = self.HydraConfig(hidden_size=s["d_model"], d_state=s["d_state"], headdim=s["headdim"],
-                                  chunk_size=s["chunk_size"], ssd_backend=backend)
+                                  chunk_size=s["chunk_size"], ssd_backend=backend, unpad_inputs=False)
         self.torch.manual_seed(seed)
         mixer = self.HydraMixer(config)
         mixer.reset_ssm_parameters()
@@ -392,7 +401,8 @@ class KernelBench:
                     mixer = self.mixer(name, dtype, seed=0)
                     hidden = torch.randn(batch, seqlen, s["d_model"], device=self.device, dtype=dtype,
                                          requires_grad=True)
-                    row.update(self.measure("mixer", lambda: mixer(hidden), [hidden, *mixer.parameters()]))
+                    run = lambda: self.run_mixer(mixer, hidden)
+                    row.update(self.measure("mixer", run, [hidden, *mixer.parameters()]))
                     del mixer, hidden
                 rows.append(row)
                 save()

@@ -182,7 +182,7 @@ def test_rows_with_holes_take_the_padded_path(left):
 
 
 def test_rows_longer_than_a_bin():
-    """Rows longer than sequence_layout.MAX_BIN_WIDTH (256): all real tokens share one row."""
+    """Rows longer than the widest one-chunk row (execution_plan.TORCH_ONE_CHUNK): all real tokens share one row."""
     model = randomize_weights(HydraModel(tiny_config(chunk_size=64))).eval()
     mask = padding_mask([300, 7, 260], 300, left=False)
     ids = torch.randint(1, model.config.vocab_size, mask.shape)
