@@ -86,7 +86,7 @@ def materialized_matrix(mixer, parts, dt):
     dtype, device = v.dtype, v.device
     eye = torch.eye(L, dtype=dtype, device=device)
     if family == "dense":
-        return mm.std * mm.M + eye
+        return (mm.std * mm.M + eye).unsqueeze(0)
     if family == "toeplitz":
         if dd:
             f, r = parts["f"].transpose(1, 2), parts["r"].transpose(1, 2)  # (batch, H, L)
@@ -97,7 +97,7 @@ def materialized_matrix(mixer, parts, dt):
         index = (t[:, None] - t[None, :] + L) % (2 * L - 1)
         return mm.std * c[..., index] + eye
     if family == "vandermonde" and not dd:
-        return (mm.std * mm.dft_matrix + eye).unsqueeze(0)
+        return (mm.std * mm.dft_matrix + eye)[None, None]
     if family == "quasiseparable":
         N = mm.d_state
         if dd:
