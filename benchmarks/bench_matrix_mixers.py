@@ -254,6 +254,7 @@ def main(argv=None):
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--variants", nargs="*", default=None, help="e.g. 'toeplitz dd' 'dense di' (default: all)")
+    parser.add_argument("--modes", nargs="*", default=list(MODES), choices=MODES)
     parser.add_argument("--max-materialized-gb", type=float, default=4.0)
     parser.add_argument("--out-dir", default="bench_matrix_mixers")
     parser.add_argument("--quick", action="store_true", help="tiny shapes for the tests: the times mean nothing")
@@ -290,7 +291,7 @@ def main(argv=None):
                 continue
             too_big = (materialized_bytes(family, dd, max(qk_dim, 1), args.batch, L, nheads, itemsize)
                        > args.max_materialized_gb * 2**30)
-            for mode in MODES:
+            for mode in args.modes:
                 row = dict(variant=variant_name(family, dd), L=L, mode=mode)
                 outs = {}
                 for path in PATHS:

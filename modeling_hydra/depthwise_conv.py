@@ -6,8 +6,7 @@ where x reads as zero outside the row and, with `seq_idx`, outside the sequence 
 row are kept apart by spreading them over a wider buffer with K // 2 zero slots after each, so one plain depthwise
 convolution serves every case. The backward pass is written out: oneDNN's depthwise forward is fast on CPU, its
 autograd backward is not (over 10x slower than the forward), so the input gradient is the forward convolution of
-the output gradient with the flipped kernel and the weight gradient is K multiply-and-sums. `depthwise_conv1d_reference` is the
-plain unfold-and-mask form of the same sum, for the tests.
+the output gradient with the flipped kernel and the weight gradient is K multiply-and-sums.
 """
 
 import torch
@@ -100,14 +99,3 @@ def depthwise_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
     if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
         return DepthwiseConv1dFunction.apply(x, weight, bias, index, width)
     return _collect(_conv(_spread(x, index, width), weight, bias), index, x.shape[1])  # what tracing sees
-
-
-def depthwise_conv1d_reference(x, weight, bias, seq_idx=None):
-    """The same convolution as one unfold, mask and einsum (autograd through plain ops), for tests."""
-    kernel_size, half = weight.shape[1], weight.shape[1] // 2
-    taps = F.pad(x, (0, 0, half, half)).unfold(1, kernel_size, 1)  # (batch, seqlen, C, K)
-    if seq_idx is not None:
-        ids = F.pad(seq_idx, (half, half), value=-1).unfold(1, kernel_size, 1)  # (batch, seqlen, K)
-        taps = taps * (ids == seq_idx.unsqueeze(-1)).unsqueeze(2).to(x.dtype)
-    out = torch.einsum("blck,ck->blc", taps, weight)
-    return out if bias is None else out + bias

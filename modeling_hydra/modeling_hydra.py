@@ -4,7 +4,6 @@ import math
 
 import torch
 from torch import nn
-from torch.nn import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss
 from transformers import PreTrainedModel
 from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
@@ -23,6 +22,7 @@ from configuration_hydra.configuration_hydra import HydraConfig
 from configuration_hydra.mixer_config import RUNTIME_FIELDS
 
 from .execution_plan import build_execution_plan
+from .head_losses import cross_entropy_loss, pop_loss_kwargs, question_answering_loss, sequence_classification_loss
 from .hydra_mixer import HydraMixer, HydraRMSNormGated
 from .matrix_mixer import MATRIX_MODULES
 from .sequence_layout import global_sequence_ids, packed_sequence_ids, positions_in_sequence
@@ -136,6 +136,9 @@ class HydraPreTrainedModel(PreTrainedModel):
     base_model_prefix = "hydra"
     supports_gradient_checkpointing = True
     _no_split_modules = ["HydraLayer"]
+    # The heads take the Trainer's `num_items_in_batch` and normalise their losses by it (head_losses.py), so the
+    # Trainer must pass it and not divide the loss by the accumulation steps again.
+    accepts_loss_kwargs = True
 
     def __init__(self, config, *inputs, **kwargs):
         super().__init__(config, *inputs, **kwargs)
@@ -443,8 +446,12 @@ class HydraForMaskedLM(HydraPreTrainedModel):
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
                 inputs_embeds=None, labels=None, output_attentions=None, output_hidden_states=None,
                 return_dict=None, **kwargs):
-        r"""labels: (batch, seqlen) token ids to predict; -100 where no prediction is scored."""
+        r"""labels: (batch, seqlen) token ids to predict; -100 where no prediction is scored.
+        num_items_in_batch (passed by the Trainer): the scored tokens of the whole optimizer step; the loss is then the
+            sum of this batch's token losses divided by it, else their mean (see head_losses.py).
+        """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
+        loss_kwargs = pop_loss_kwargs(kwargs)
         outputs = self.hydra(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
                              position_ids=position_ids, inputs_embeds=inputs_embeds,
                              output_attentions=output_attentions, output_hidden_states=output_hidden_states,
@@ -452,7 +459,7 @@ class HydraForMaskedLM(HydraPreTrainedModel):
         logits = self.cls(outputs.last_hidden_state)  # (batch, seqlen, vocab_size)
         loss = None
         if labels is not None:
-            loss = CrossEntropyLoss()(logits.view(-1, logits.shape[-1]), labels.to(logits.device).view(-1))
+            loss = cross_entropy_loss(logits, labels, **loss_kwargs)
         return _head_output(return_dict, MaskedLMOutput, loss, outputs.hidden_states, logits=logits)
 
 
@@ -470,8 +477,14 @@ class HydraForSequenceClassification(HydraPreTrainedModel):
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
                 inputs_embeds=None, labels=None, output_attentions=None, output_hidden_states=None,
                 return_dict=None, **kwargs):
-        r"""labels: (batch,) class ids, floats for regression (num_labels == 1), or (batch, num_labels) multi-hot."""
+        r"""labels: (batch,) class ids, floats for regression (num_labels == 1), or (batch, num_labels) multi-hot or
+            regression targets; entries equal to -100 are ignored.
+        num_items_in_batch (passed by the Trainer): the label entries != -100 of the whole optimizer step (examples,
+            or (example, label) pairs for (batch, num_labels) labels); the loss is then the sum of this batch's
+            per-entry losses divided by it, else their mean (see head_losses.py).
+        """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
+        loss_kwargs = pop_loss_kwargs(kwargs)
         outputs = self.hydra(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
                              position_ids=position_ids, inputs_embeds=inputs_embeds,
                              output_attentions=output_attentions, output_hidden_states=output_hidden_states,
@@ -479,25 +492,7 @@ class HydraForSequenceClassification(HydraPreTrainedModel):
         logits = self.classifier(self.dropout(outputs.pooler_output))  # (batch, num_labels)
         loss = None
         if labels is not None:
-            labels = labels.to(logits.device)
-            if self.config.problem_type is None:
-                if self.num_labels == 1:
-                    self.config.problem_type = "regression"
-                elif self.num_labels > 1 and labels.dtype in (torch.long, torch.int):
-                    self.config.problem_type = "single_label_classification"
-                else:
-                    self.config.problem_type = "multi_label_classification"
-            if self.config.problem_type == "regression":
-                loss_fct = MSELoss()
-                loss = loss_fct(logits.squeeze(), labels.squeeze().to(logits.dtype)) if self.num_labels == 1 \
-                    else loss_fct(logits, labels.to(logits.dtype))
-            elif self.config.problem_type == "single_label_classification":
-                loss = CrossEntropyLoss()(logits.view(-1, self.num_labels), labels.view(-1))
-            elif self.config.problem_type == "multi_label_classification":
-                loss = BCEWithLogitsLoss()(logits, labels.to(logits.dtype))
-            else:
-                raise ValueError(f"Unknown problem_type {self.config.problem_type!r}; expected 'regression', "
-                                 "'single_label_classification' or 'multi_label_classification'.")
+            loss = sequence_classification_loss(self.config, logits, labels, **loss_kwargs)
         return _head_output(return_dict, SequenceClassifierOutput, loss, outputs.hidden_states, logits=logits)
 
 
@@ -515,8 +510,12 @@ class HydraForTokenClassification(HydraPreTrainedModel):
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
                 inputs_embeds=None, labels=None, output_attentions=None, output_hidden_states=None,
                 return_dict=None, **kwargs):
-        r"""labels: (batch, seqlen) class ids; -100 where no label is scored."""
+        r"""labels: (batch, seqlen) class ids; -100 where no label is scored.
+        num_items_in_batch (passed by the Trainer): the scored tokens of the whole optimizer step; the loss is then the
+            sum of this batch's token losses divided by it, else their mean (see head_losses.py).
+        """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
+        loss_kwargs = pop_loss_kwargs(kwargs)
         outputs = self.hydra(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
                              position_ids=position_ids, inputs_embeds=inputs_embeds,
                              output_attentions=output_attentions, output_hidden_states=output_hidden_states,
@@ -524,7 +523,7 @@ class HydraForTokenClassification(HydraPreTrainedModel):
         logits = self.classifier(self.dropout(outputs.last_hidden_state))  # (batch, seqlen, num_labels)
         loss = None
         if labels is not None:
-            loss = CrossEntropyLoss()(logits.view(-1, self.num_labels), labels.to(logits.device).view(-1))
+            loss = cross_entropy_loss(logits, labels, **loss_kwargs)
         return _head_output(return_dict, TokenClassifierOutput, loss, outputs.hidden_states, logits=logits)
 
 
@@ -541,8 +540,14 @@ class HydraForQuestionAnswering(HydraPreTrainedModel):
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
                 inputs_embeds=None, start_positions=None, end_positions=None, output_attentions=None,
                 output_hidden_states=None, return_dict=None, **kwargs):
-        r"""start_positions, end_positions: (batch,) token indices of the answer span; clamped to the sequence."""
+        r"""start_positions, end_positions: (batch,) token indices of the answer span. As in BERT, indices are clamped
+            to [0, seqlen] and those at or past the end are ignored; so are those on padding (attention_mask 0). The
+            loss is the mean of the start and end cross-entropies over their scored rows, 0 when none is scored.
+        num_items_in_batch: optional (the Trainer passes none, as there are no `labels`): the loss is then
+            (sum of start losses + sum of end losses) / (2 * num_items_in_batch).
+        """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
+        loss_kwargs = pop_loss_kwargs(kwargs)
         outputs = self.hydra(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
                              position_ids=position_ids, inputs_embeds=inputs_embeds,
                              output_attentions=output_attentions, output_hidden_states=output_hidden_states,
@@ -551,17 +556,8 @@ class HydraForQuestionAnswering(HydraPreTrainedModel):
         start_logits, end_logits = (t.squeeze(-1).contiguous() for t in logits.split(1, dim=-1))
         loss = None
         if start_positions is not None and end_positions is not None:
-            ignored_index = start_logits.size(1)
-            start_positions = start_positions.to(start_logits.device).view(-1).clamp(0, ignored_index)
-            end_positions = end_positions.to(end_logits.device).view(-1).clamp(0, ignored_index)
-            loss_fct = CrossEntropyLoss(ignore_index=ignored_index)
-            if attention_mask is not None:  # padded positions are no candidates: the loss is padding-invariant
-                real = attention_mask.to(start_logits.device) != 0
-                start_logits_real = torch.where(real, start_logits, torch.finfo(start_logits.dtype).min)
-                end_logits_real = torch.where(real, end_logits, torch.finfo(end_logits.dtype).min)
-            else:
-                start_logits_real, end_logits_real = start_logits, end_logits
-            loss = (loss_fct(start_logits_real, start_positions) + loss_fct(end_logits_real, end_positions)) / 2
+            loss = question_answering_loss(start_logits, end_logits, start_positions, end_positions, attention_mask,
+                                           **loss_kwargs)
         return _head_output(return_dict, QuestionAnsweringModelOutput, loss, outputs.hidden_states,
                             start_logits=start_logits, end_logits=end_logits)
 
@@ -581,9 +577,12 @@ class HydraForMultipleChoice(HydraPreTrainedModel):
                 return_dict=None, **kwargs):
         r"""
         input_ids: (batch, num_choices, seqlen) (or inputs_embeds (batch, num_choices, seqlen, hidden_size)).
-        labels: (batch,) index of the correct choice.
+        labels: (batch,) index of the correct choice; -100 where not scored.
+        num_items_in_batch (passed by the Trainer): the scored examples of the whole optimizer step; the loss is then
+            the sum of this batch's losses divided by it, else their mean (see head_losses.py).
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
+        loss_kwargs = pop_loss_kwargs(kwargs)
         reference = input_ids if input_ids is not None else inputs_embeds
         expected = 3 if input_ids is not None else 4
         if reference is not None and (not isinstance(reference, torch.Tensor) or reference.dim() != expected):
@@ -591,6 +590,11 @@ class HydraForMultipleChoice(HydraPreTrainedModel):
                              f"of {expected} dims (batch, num_choices, seqlen{', hidden' if expected == 4 else ''}),"
                              f" got {tuple(reference.shape) if isinstance(reference, torch.Tensor) else reference!r}")
         num_choices = reference.shape[1] if reference is not None else 0
+        for name, tensor in (("attention_mask", attention_mask), ("token_type_ids", token_type_ids),
+                             ("position_ids", position_ids)):  # before flattening (under export: one size per dim)
+            if isinstance(tensor, torch.Tensor) and reference is not None and tensor.shape != reference.shape[:3]:
+                raise ValueError(f"{name} must have the shape (batch, num_choices, seqlen) = "
+                                 f"{tuple(reference.shape[:3])}, got {tuple(tensor.shape)}")
         flat = lambda t: t.flatten(0, 1) if isinstance(t, torch.Tensor) and t.dim() > 2 else t  # (batch * choices, ...)
         if "seq_idx" in kwargs:
             kwargs["seq_idx"] = flat(kwargs["seq_idx"])
@@ -601,7 +605,7 @@ class HydraForMultipleChoice(HydraPreTrainedModel):
         logits = self.classifier(self.dropout(outputs.pooler_output)).view(-1, num_choices)  # (batch, num_choices)
         loss = None
         if labels is not None:
-            loss = CrossEntropyLoss()(logits, labels.to(logits.device))
+            loss = cross_entropy_loss(logits, labels, **loss_kwargs)
         return _head_output(return_dict, MultipleChoiceModelOutput, loss, outputs.hidden_states, logits=logits)
 
 

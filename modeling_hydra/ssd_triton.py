@@ -9,7 +9,7 @@ the backward direction only mirrors indices (suffix sums, right-to-left state pa
               chunk state's gradient; the scan's backward kernels (one launch per direction) give dx, ddiag, dB,
               dC and the pair sums from which stage 1's backward forms ddt and dA.
 
-Sequence boundaries (`seq_idx`, spec §3b): every kernel masks the pairs (t, s) of different sequences, a chunk's
+Sequence boundaries (`seq_idx`, packed rows): every kernel masks the pairs (t, s) of different sequences, a chunk's
 state only holds tokens of the sequence of its far edge, only rows of that sequence read it, and state passing stops
 at a boundary; so each sequence gets exactly its stand-alone result, wherever the boundaries fall.
 
@@ -19,25 +19,28 @@ tl.dot precision: see ssd_triton_runtime.py; block sizes: ssd_triton_launch.py.
 
 import torch
 
+from .execution_plan import TRITON_MAX_CHUNK, TRITON_MIN_CHUNK
 from .ssd_triton_chunk_cb import chunk_cb
 from .ssd_triton_chunk_cumsum import chunk_cumsum, chunk_cumsum_bwd
-from .ssd_triton_chunk_scan import _chunk_scan_kernel, chunk_scan
+from .ssd_triton_chunk_scan import chunk_scan
 from .ssd_triton_chunk_scan_bwd_dbc import chunk_scan_bwd_db, chunk_scan_bwd_dc
 from .ssd_triton_chunk_scan_bwd_dx import chunk_scan_bwd_dx
 from .ssd_triton_chunk_state import chunk_state
 from .ssd_triton_launch import MAX_D_STATE, MAX_HEADDIM
 from .ssd_triton_runtime import is_interpreted
 from .ssd_triton_state_passing import state_passing
+from .ssd_triton_tiles import chunk_base
 
 INPUT_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
 
 
 def triton_kernels_interpreted() -> bool:
-    """True when the kernels were built by Triton's interpreter (TRITON_INTERPRET=1), which runs them on CPU tensors."""
-    return is_interpreted(_chunk_scan_kernel)
+    """True when the kernels were built by Triton's interpreter (TRITON_INTERPRET=1), which runs them on CPU tensors.
+    All of them are built alike when triton is first imported; `chunk_base` stands for them."""
+    return is_interpreted(chunk_base)
 
 
-def _entering_states(x, dt_f, dt_b, A, B_f, B_b, cum_f, cum_b, seq_idx):
+def entering_states(x, dt_f, dt_b, A, B_f, B_b, cum_f, cum_b, seq_idx):
     """States entering each chunk from the left (forward direction) and from the right (backward direction)."""
     local_f = chunk_state(B_f, x, dt_f, A, cum_f, reverse=False, seq_idx=seq_idx)
     local_b = chunk_state(B_b, x, dt_b, A, cum_b, reverse=True, seq_idx=seq_idx)
@@ -58,7 +61,7 @@ class BidirectionalSSDTriton(torch.autograd.Function):
     def forward(ctx, x, dt_f, dt_b, A, B_f, C_f, B_b, C_b, diag, seq_idx, chunk_size):
         cum_f = chunk_cumsum(dt_f, A, chunk_size, reverse=False)  # (batch, nheads, nchunks, chunk_size)
         cum_b = chunk_cumsum(dt_b, A, chunk_size, reverse=True)
-        enter_f, enter_b = _entering_states(x, dt_f, dt_b, A, B_f, B_b, cum_f, cum_b, seq_idx)
+        enter_f, enter_b = entering_states(x, dt_f, dt_b, A, B_f, B_b, cum_f, cum_b, seq_idx)
         cb = chunk_cb(B_f, C_f, B_b, C_b, chunk_size, seq_idx)  # (batch, nchunks, ngroups, chunk_size, chunk_size)
         y = chunk_scan(x, dt_f, dt_b, A, C_f, C_b, diag, cb, cum_f, cum_b, enter_f, enter_b, seq_idx)
         ctx.save_for_backward(x, dt_f, dt_b, A, B_f, C_f, B_b, C_b, diag, seq_idx, cum_f, cum_b)
@@ -68,7 +71,7 @@ class BidirectionalSSDTriton(torch.autograd.Function):
     @torch.amp.custom_bwd(device_type="cuda")
     def backward(ctx, dy):
         x, dt_f, dt_b, A, B_f, C_f, B_b, C_b, diag, seq_idx, cum_f, cum_b = ctx.saved_tensors
-        enter_f, enter_b = _entering_states(x, dt_f, dt_b, A, B_f, B_b, cum_f, cum_b, seq_idx)
+        enter_f, enter_b = entering_states(x, dt_f, dt_b, A, B_f, B_b, cum_f, cum_b, seq_idx)
         # Gradient of each chunk's own state: what later (forward) or earlier (backward) chunks' rows send back.
         dlocal_f = chunk_state(C_f, dy, dt_f, A, cum_f, reverse=False, adjoint=True, row_shift=-1, seq_idx=seq_idx)
         dlocal_b = chunk_state(C_b, dy, dt_b, A, cum_b, reverse=True, adjoint=True, row_shift=1, seq_idx=seq_idx)
@@ -96,8 +99,10 @@ def check_ssd_inputs(x, dt_f, dt_b, A, B_f, C_f, B_b, C_b, diag, chunk_size, seq
         if t.dtype not in INPUT_DTYPES:
             raise ValueError(f"ssd_bidirectional_triton: {name} has dtype {t.dtype}; the kernels support "
                              f"{', '.join(str(d) for d in INPUT_DTYPES)}")
-    if not isinstance(chunk_size, int) or not 16 <= chunk_size <= 256 or chunk_size & (chunk_size - 1):
-        raise ValueError(f"ssd_bidirectional_triton: chunk_size must be a power of two in [16, 256], got "
+    if (not isinstance(chunk_size, int) or not TRITON_MIN_CHUNK <= chunk_size <= TRITON_MAX_CHUNK
+            or chunk_size & (chunk_size - 1)):
+        raise ValueError(f"ssd_bidirectional_triton: chunk_size must be a power of two in [{TRITON_MIN_CHUNK}, "
+                         f"{TRITON_MAX_CHUNK}], got "
                          f"{chunk_size!r}")
     if x.dim() != 4:
         raise ValueError(f"ssd_bidirectional_triton: x must be (batch, seqlen, nheads, headdim), got shape "
@@ -146,8 +151,8 @@ def check_ssd_inputs(x, dt_f, dt_b, A, B_f, C_f, B_b, C_b, diag, chunk_size, seq
 def ssd_bidirectional_triton(x, dt_f, dt_b, A, B_f, C_f, B_b, C_b, diag, chunk_size, seq_idx=None):
     """Bidirectional SSD of the Hydra mixer on Triton kernels; arguments and result as `ssd_bidirectional_torch`.
 
-    chunk_size: a power of two in [16, 256]; seq_idx: None or int32/int64 (batch, seqlen) sequence ids,
-    non-decreasing along each row (spec §3b). Raises ValueError for inputs the kernels cannot take.
+    chunk_size: a power of two in [TRITON_MIN_CHUNK, TRITON_MAX_CHUNK] (execution_plan.py); seq_idx: None or int32/int64 (batch, seqlen) sequence ids,
+    non-decreasing along each row. Raises ValueError for inputs the kernels cannot take.
     """
     check_ssd_inputs(x, dt_f, dt_b, A, B_f, C_f, B_b, C_b, diag, chunk_size, seq_idx, triton_kernels_interpreted())
     inputs = [t.float() if t.dtype == torch.float64 else t for t in (x, dt_f, dt_b, A, B_f, C_f, B_b, C_b, diag)]

@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import torch
 
-from .ssd_chunk_layout import shift_rows, to_chunks
 from .ssd_triton_launch import launch_config, seq_strides
 from .ssd_triton_runtime import dot_config, tl, triton_jit
-from .ssd_triton_tiles import chunk_base, load_seq_ids, load_shifted_rows
+from .ssd_triton_tiles import chunk_base, chunk_of_program, load_seq_ids, load_shifted_rows, rows_in_chunk
 
 
 @triton_jit
@@ -29,20 +28,15 @@ def _chunk_cb_kernel(
     HAS_SEQ_IDX: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_NS: tl.constexpr,
     DOT_DTYPE: tl.constexpr, PRECISION: tl.constexpr,
 ):
-    pid_bc = tl.program_id(0)
-    pid_b = (pid_bc // nchunks).to(tl.int64)
-    pid_c = pid_bc % nchunks
+    pid_b, pid_c, chunk_start = chunk_of_program(nchunks, chunk_size)
     pid_g = tl.program_id(1)
     num_k = tl.cdiv(chunk_size, BLOCK_K)
     m0 = (tl.program_id(2) // num_k) * BLOCK_M
     k0 = (tl.program_id(2) % num_k) * BLOCK_K
     offs_m = m0 + tl.arange(0, BLOCK_M)
     offs_k = k0 + tl.arange(0, BLOCK_K)
-    chunk_start = pid_c * chunk_size
-    t = chunk_start + offs_m
-    s = chunk_start + offs_k
-    valid_t = (offs_m < chunk_size) & (t < seqlen)
-    valid_s = (offs_k < chunk_size) & (s < seqlen)
+    valid_t = rows_in_chunk(offs_m, chunk_start, chunk_size, seqlen)
+    valid_s = rows_in_chunk(offs_k, chunk_start, chunk_size, seqlen)
     Bf_base = chunk_base(Bf_ptr, pid_b, stride_Bf_b, chunk_start, stride_Bf_l) + pid_g * stride_Bf_g
     Cf_base = chunk_base(Cf_ptr, pid_b, stride_Cf_b, chunk_start, stride_Cf_l) + pid_g * stride_Cf_g
     Bb_base = chunk_base(Bb_ptr, pid_b, stride_Bb_b, chunk_start, stride_Bb_l) + pid_g * stride_Bb_g
@@ -74,7 +68,6 @@ def _chunk_cb_kernel(
             upper += tl.dot(Cs, B, input_precision=PRECISION)
         cb += tl.where(offs_m[:, None] < offs_k[None, :], upper, 0.0)
     if HAS_SEQ_IDX:
-        seq_row0 = seq_ptr + pid_b * stride_seq_b
         seq_base = chunk_base(seq_ptr, pid_b, stride_seq_b, chunk_start, stride_seq_l)
         same = load_seq_ids(seq_base, offs_m, valid_t, stride_seq_l)[:, None] == \
             load_seq_ids(seq_base, offs_k, valid_s, stride_seq_l)[None, :]
@@ -99,15 +92,3 @@ def chunk_cb(B_f, C_f, B_b, C_b, chunk_size: int, seq_idx=None) -> torch.Tensor:
         HAS_SEQ_IDX=seq_idx is not None, **config, **dot_config(B_f.dtype, _chunk_cb_kernel),
     )
     return cb
-
-
-def chunk_cb_ref(B_f, C_f, B_b, C_b, chunk_size: int) -> torch.Tensor:
-    """Torch reference of `chunk_cb` (without sequence boundaries)."""
-    batch, seqlen, ngroups, _ = B_f.shape
-    nchunks = -(-seqlen // chunk_size)
-    chunks = lambda t: to_chunks(t, nchunks, chunk_size).transpose(2, 3)  # (batch, nchunks, ngroups, Q, d_state)
-    cb_f = chunks(shift_rows(C_f, -1)) @ chunks(B_f).transpose(-1, -2)
-    cb_b = chunks(shift_rows(C_b, 1)) @ chunks(B_b).transpose(-1, -2)
-    idx = torch.arange(chunk_size, device=B_f.device)
-    lower, upper = idx[:, None] > idx[None, :], idx[:, None] < idx[None, :]
-    return torch.where(lower, cb_f, 0.0) + torch.where(upper, cb_b, 0.0)

@@ -101,20 +101,13 @@ def chunk_cumsum(dt: torch.Tensor, A: torch.Tensor, chunk_size: int, reverse: bo
     return cum
 
 
-def chunk_cumsum_ref(dt: torch.Tensor, A: torch.Tensor, chunk_size: int, reverse: bool) -> torch.Tensor:
-    """Torch reference of `chunk_cumsum`."""
-    batch, seqlen, nheads = dt.shape
-    nchunks = -(-seqlen // chunk_size)
-    la = torch.zeros(batch, nchunks * chunk_size, nheads, device=dt.device, dtype=torch.float32)
-    la[:, :seqlen] = dt.float() * A.float()
-    la = la.view(batch, nchunks, chunk_size, nheads).permute(0, 3, 1, 2)
-    if reverse:
-        return la.flip(-1).cumsum(-1).flip(-1)
-    return la.cumsum(-1)
-
-
 def chunk_cumsum_bwd(dt, A, rowgrad, ddt_exp, reverse: bool):
-    """Gradients of one direction's dt and A from its pair sums (see `chunk_cumsum_bwd_ref`).
+    """Gradients of one direction's dt and A from its pair sums.
+
+    With W[t, s] the loss weight of the pair (output row t, input s) of one direction, rowgrad[t] = sum_s W[t, s] and
+    dt[s] * ddt_exp[s] = sum_t W[t, s]; ddt_exp[s] is the gradient of dt[s] as the input factor of M[t, s]. The
+    log-decay la[k] enters every pair that strictly spans k, which gives dla; then ddt = ddt_exp + A * dla and
+    dA = sum dt * dla.
 
     dt: (batch, seqlen, nheads); rowgrad, ddt_exp: float32 (batch, nheads, nchunks, chunk_size).
     Returns ddt (batch, seqlen, nheads) in float32 and dA (nheads,) in float32.
@@ -131,25 +124,3 @@ def chunk_cumsum_bwd(dt, A, rowgrad, ddt_exp, reverse: bool):
         REVERSE=reverse, BLOCK_H=block_h, BLOCK_Q=block_q,
     )
     return ddt, dA.sum(0)
-
-
-def chunk_cumsum_bwd_ref(dt, A, rowgrad, ddt_exp, reverse: bool):
-    """Torch reference of `chunk_cumsum_bwd`.
-
-    With W[t, s] the loss weight of the pair (output row t, input s) of one direction, rowgrad[t] = sum_s W[t, s] and
-    dt[s] * ddt_exp[s] = sum_t W[t, s]; ddt_exp[s] is the gradient of dt[s] as the input factor of M[t, s]. The
-    log-decay la[k] enters every pair that strictly spans k, which gives dla; then ddt = ddt_exp + A * dla and
-    dA = sum dt * dla.
-    """
-    batch, seqlen, nheads = dt.shape
-    flat = lambda t: t.flatten(2)[..., :seqlen].transpose(1, 2)  # (batch, seqlen, nheads)
-    R, E = flat(rowgrad), flat(ddt_exp)
-    dtf = dt.float()
-    K = dtf * E
-    D = R - K
-    if reverse:
-        beyond = D.cumsum(1) - D
-    else:
-        beyond = D.flip(1).cumsum(1).flip(1) - D
-    dla = beyond - K
-    return E + A.float() * dla, (dtf * dla).sum((0, 1))

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import torch
 
-from .ssd_chunk_layout import groups_to_heads, pair_decays, shift_rows, to_chunks
 from .ssd_triton_launch import launch_config, seq_strides
 from .ssd_triton_runtime import dot_config, tl, triton_jit
-from .ssd_triton_tiles import chunk_base, load_decay_rows, load_seq_id, load_seq_ids, load_shifted_rows, load_state_tile
+from .ssd_triton_tiles import (chunk_base, chunk_of_program, load_decay_rows, load_seq_id, load_seq_ids,
+                              load_shifted_rows, load_state_tile, rows_in_chunk)
 
 
 @triton_jit
@@ -33,9 +33,7 @@ def _chunk_scan_kernel(
     HAS_SEQ_IDX: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_NS: tl.constexpr,
     BLOCK_P: tl.constexpr, DOT_DTYPE: tl.constexpr, PRECISION: tl.constexpr,
 ):
-    pid_bc = tl.program_id(0)
-    pid_b = (pid_bc // nchunks).to(tl.int64)
-    pid_c = pid_bc % nchunks
+    pid_b, pid_c, chunk_start = chunk_of_program(nchunks, chunk_size)
     pid_h = tl.program_id(1)
     pid_g = pid_h // heads_per_group
     num_p = tl.cdiv(headdim, BLOCK_P)
@@ -43,9 +41,7 @@ def _chunk_scan_kernel(
     offs_p = (tl.program_id(2) % num_p) * BLOCK_P + tl.arange(0, BLOCK_P)
     offs_m = m0 + tl.arange(0, BLOCK_M)
     mask_p = offs_p < headdim
-    chunk_start = pid_c * chunk_size
-    t = chunk_start + offs_m
-    valid_t = (offs_m < chunk_size) & (t < seqlen)
+    valid_t = rows_in_chunk(offs_m, chunk_start, chunk_size, seqlen)
 
     A = tl.load(A_ptr + pid_h).to(tl.float32)
     cum_off = ((pid_b * nheads + pid_h) * nchunks + pid_c) * chunk_size
@@ -104,8 +100,7 @@ def _chunk_scan_kernel(
     # lower triangle is the forward direction, the upper one the backward direction.
     for k0 in range(0, chunk_size, BLOCK_K):
         offs_k = k0 + tl.arange(0, BLOCK_K)
-        s = chunk_start + offs_k
-        valid_s = (offs_k < chunk_size) & (s < seqlen)
+        valid_s = rows_in_chunk(offs_k, chunk_start, chunk_size, seqlen)
         cb = tl.load(cb_base + offs_m[:, None] * chunk_size + offs_k[None, :],
                      mask=(offs_m < chunk_size)[:, None] & (offs_k < chunk_size)[None, :], other=0.0)
         dtf_s, cumf_s = load_decay_rows(dtf_base, stride_dtf_l, offs_k, valid_s, cumf_ptr + cum_off, chunk_size)
@@ -143,22 +138,3 @@ def chunk_scan(x, dt_f, dt_b, A, C_f, C_b, diag, cb, cum_f, cum_b, enter_f, ente
         HAS_SEQ_IDX=seq_idx is not None, **config, **dot_config(x.dtype, _chunk_scan_kernel),
     )
     return y
-
-
-def chunk_scan_ref(x, dt_f, dt_b, A, B_f, C_f, B_b, C_b, diag, cum_f, cum_b, enter_f, enter_b) -> torch.Tensor:
-    """Torch reference of `chunk_scan` (float32 math, x's dtype out; C.B computed here, without sequence
-    boundaries)."""
-    batch, seqlen, nheads, headdim = x.shape
-    nchunks, chunk_size = cum_f.shape[2], cum_f.shape[3]
-    chunks = lambda t: to_chunks(t, nchunks, chunk_size)
-    y = chunks(diag)[..., None] * chunks(x)  # (batch, nchunks, Q, nheads, headdim)
-    for dt, B, Cs, cum, enter, reverse in ((dt_f, B_f, shift_rows(C_f, -1), cum_f, enter_f, False),
-                                          (dt_b, B_b, shift_rows(C_b, 1), cum_b, enter_b, True)):
-        Bh, Csh = chunks(groups_to_heads(B, nheads)), chunks(groups_to_heads(Cs, nheads))
-        decay = pair_decays(cum, dt, A, reverse)  # (batch, nchunks, nheads, Q, Q)
-        dt_s = chunks(dt).permute(0, 1, 3, 2)[..., None, :]  # (batch, nchunks, nheads, 1, Q)
-        mix = torch.einsum("bcthn,bcshn->bchts", Csh, Bh) * decay * dt_s
-        y = y + torch.einsum("bchts,bcshp->bcthp", mix, chunks(x))
-        out_decay = torch.exp(cum.permute(0, 2, 3, 1) - chunks(dt) * A.float())  # (batch, nchunks, Q, nheads)
-        y = y + torch.einsum("bcthn,bchnp->bcthp", Csh, enter) * out_decay[..., None]
-    return y.reshape(batch, nchunks * chunk_size, nheads, headdim)[:, :seqlen].to(x.dtype)

@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import torch
 
-from .ssd_chunk_layout import groups_to_heads, pair_decays, shift_rows, to_chunks
 from .ssd_triton_chunk_state_grad import chunk_state_grad
 from .ssd_triton_launch import launch_config, seq_strides
 from .ssd_triton_runtime import dot_config, tl, triton_jit
-from .ssd_triton_tiles import chunk_base, load_decay_rows, load_seq_ids, load_shifted_rows
+from .ssd_triton_tiles import (chunk_base, chunk_of_program, load_decay_rows, load_seq_ids, load_shifted_rows,
+                              rows_in_chunk)
 
 
 @triton_jit
@@ -40,22 +40,17 @@ def _chunk_scan_bwd_dc_kernel(
     # group, starting from the state part (init, rowgrad) of chunk_state_grad. Products over headdim run in steps of
     # BLOCK_PS. rowgrad[t], the sum of the loss weights W[t, s] = (dy[t] . x[s]) M[t, s] of row t, adds
     # W = weight * cb inside the chunk, so no per-head (BLOCK_M, d_state) gradient is held.
-    pid_bc = tl.program_id(0)
-    pid_b = (pid_bc // nchunks).to(tl.int64)
-    pid_c = pid_bc % nchunks
+    pid_b, pid_c, chunk_start = chunk_of_program(nchunks, chunk_size)
     m0 = tl.program_id(1) * BLOCK_M
     pid_g = tl.program_id(2)
     offs_m = m0 + tl.arange(0, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
     mask_n = offs_n < d_state
-    chunk_start = pid_c * chunk_size
-    t = chunk_start + offs_m
-    valid_t = (offs_m < chunk_size) & (t < seqlen)
+    valid_t = rows_in_chunk(offs_m, chunk_start, chunk_size, seqlen)
     B_base = chunk_base(B_ptr, pid_b, stride_B_b, chunk_start, stride_B_l) + pid_g * stride_B_g
     cb_base = cb_ptr + ((pid_b * nchunks + pid_c) * ngroups + pid_g) * chunk_size * chunk_size
 
     if HAS_SEQ_IDX:
-        seq_row0 = seq_ptr + pid_b * stride_seq_b
         seq_base = chunk_base(seq_ptr, pid_b, stride_seq_b, chunk_start, stride_seq_l)
         seq_t = load_seq_ids(seq_base, offs_m, valid_t, stride_seq_l)
     if REVERSE:
@@ -82,8 +77,7 @@ def _chunk_scan_bwd_dc_kernel(
 
         for k0 in range(k_lo, k_hi, BLOCK_K):
             offs_k = k0 + tl.arange(0, BLOCK_K)
-            s = chunk_start + offs_k
-            valid_s = (offs_k < chunk_size) & (s < seqlen)
+            valid_s = rows_in_chunk(offs_k, chunk_start, chunk_size, seqlen)
             pair = tl.zeros((BLOCK_M, BLOCK_K), dtype=tl.float32)  # dy[t] . x[s]
             for p0 in range(0, headdim, BLOCK_PS):
                 offs_p = p0 + tl.arange(0, BLOCK_PS)
@@ -127,17 +121,13 @@ def _chunk_scan_bwd_db_kernel(
 ):
     # One direction (REVERSE=False: the forward one, pairs t > s); input rows s of one chunk and group, starting
     # from the state part (init) of chunk_state_grad. Products over headdim run in steps of BLOCK_PS.
-    pid_bc = tl.program_id(0)
-    pid_b = (pid_bc // nchunks).to(tl.int64)
-    pid_c = pid_bc % nchunks
+    pid_b, pid_c, chunk_start = chunk_of_program(nchunks, chunk_size)
     m0 = tl.program_id(1) * BLOCK_M
     pid_g = tl.program_id(2)
     offs_m = m0 + tl.arange(0, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
     mask_n = offs_n < d_state
-    chunk_start = pid_c * chunk_size
-    s = chunk_start + offs_m
-    valid_s = (offs_m < chunk_size) & (s < seqlen)
+    valid_s = rows_in_chunk(offs_m, chunk_start, chunk_size, seqlen)
     C_base = chunk_base(C_ptr, pid_b, stride_C_b, chunk_start, stride_C_l) + pid_g * stride_C_g
 
     if REVERSE:
@@ -147,7 +137,6 @@ def _chunk_scan_bwd_db_kernel(
         k_lo = (m0 // BLOCK_K) * BLOCK_K
         k_hi = chunk_size
     if HAS_SEQ_IDX:
-        seq_row0 = seq_ptr + pid_b * stride_seq_b
         seq_base = chunk_base(seq_ptr, pid_b, stride_seq_b, chunk_start, stride_seq_l)
         seq_s = load_seq_ids(seq_base, offs_m, valid_s, stride_seq_l)
 
@@ -166,8 +155,7 @@ def _chunk_scan_bwd_db_kernel(
 
         for k0 in range(k_lo, k_hi, BLOCK_K):
             offs_k = k0 + tl.arange(0, BLOCK_K)
-            t = chunk_start + offs_k
-            valid_t = (offs_k < chunk_size) & (t < seqlen)
+            valid_t = rows_in_chunk(offs_k, chunk_start, chunk_size, seqlen)
             pair = tl.zeros((BLOCK_M, BLOCK_K), dtype=tl.float32)  # x[s] . dy[t]
             for p0 in range(0, headdim, BLOCK_PS):
                 offs_p = p0 + tl.arange(0, BLOCK_PS)
@@ -252,32 +240,3 @@ def chunk_scan_bwd_db(x, dy, dt_f, dt_b, A, B_f, C_f, B_b, C_b, cum_f, cum_b, ds
             *dB.stride(), REVERSE=reverse, HAS_SEQ_IDX=seq_idx is not None, **config,
         )
     return dB_f, dB_b
-
-
-def chunk_scan_bwd_dbc_ref(x, dy, dt_f, dt_b, A, B_f, C_f, B_b, C_b, cum_f, cum_b, enter_f, enter_b,
-                           dstate_f, dstate_b):
-    """Torch reference of `chunk_scan_bwd_db` and `chunk_scan_bwd_dc`: (dB_f, dB_b, dC_f, dC_b, rowgrad_f,
-    rowgrad_b)."""
-    batch, seqlen, nheads, headdim = x.shape
-    ngroups = B_f.shape[2]
-    nchunks, chunk_size = cum_f.shape[2], cum_f.shape[3]
-    chunks = lambda t: to_chunks(t, nchunks, chunk_size)
-    xc, dyc = chunks(x), chunks(dy)  # (batch, nchunks, Q, nheads, headdim)
-    pair = torch.einsum("bcthp,bcshp->bchts", dyc, xc)  # dy[t] . x[s]
-    to_groups = lambda t: t.reshape(batch, nchunks * chunk_size, ngroups, nheads // ngroups, -1).sum(3)[:, :seqlen]
-    dB, dC, rowgrad = [], [], []
-    for dt, B, C, shift, cum, enter, dstate, reverse in (
-            (dt_f, B_f, C_f, -1, cum_f, enter_f, dstate_f, False), (dt_b, B_b, C_b, 1, cum_b, enter_b, dstate_b, True)):
-        Bh, Csh = chunks(groups_to_heads(B, nheads)), chunks(groups_to_heads(shift_rows(C, shift), nheads))
-        cum_q = cum.permute(0, 2, 3, 1)  # (batch, nchunks, Q, nheads)
-        dtc = chunks(dt)
-        tot = cum_q[:, :, :1] if reverse else cum_q[:, :, -1:]
-        weight = pair * pair_decays(cum, dt, A, reverse)  # (batch, nchunks, nheads, Q t, Q s)
-        dCs = torch.einsum("bchts,bcshn->bcthn", weight * dtc.permute(0, 1, 3, 2)[..., None, :], Bh)
-        dCs = dCs + torch.einsum("bcthp,bchnp->bcthn", dyc, enter) * torch.exp(cum_q - dtc * A.float())[..., None]
-        grad_B = torch.einsum("bchts,bcthn->bcshn", weight, Csh)
-        grad_B = grad_B + torch.einsum("bcshp,bchnp->bcshn", xc, dstate) * torch.exp(tot - cum_q)[..., None]
-        rowgrad.append((dCs * Csh).sum(-1).permute(0, 3, 1, 2))
-        dB.append(to_groups(grad_B * dtc[..., None]).to(B.dtype))
-        dC.append(shift_rows(to_groups(dCs), -shift).to(C.dtype))
-    return dB[0], dB[1], dC[0], dC[1], rowgrad[0], rowgrad[1]

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import torch
 
-from .ssd_chunk_layout import groups_to_heads, pair_decays, shift_rows, to_chunks
 from .ssd_triton_launch import launch_config, seq_strides
 from .ssd_triton_runtime import dot_config, tl, triton_jit
-from .ssd_triton_tiles import chunk_base, load_decay_rows, load_seq_id, load_seq_ids, load_state_tile
+from .ssd_triton_tiles import (chunk_base, chunk_of_program, load_decay_rows, load_seq_id, load_seq_ids,
+                              load_state_tile, rows_in_chunk)
 
 
 @triton_jit
@@ -36,18 +36,14 @@ def _chunk_scan_bwd_dx_kernel(
 ):
     # One direction: the forward one (REVERSE=False: pairs t > s, row t reads C[t - 1]) or the backward one.
     # FIRST: this launch writes dx = dt g + diag dy and ddiag; the other direction's launch then adds its dt g.
-    pid_bc = tl.program_id(0)
-    pid_b = (pid_bc // nchunks).to(tl.int64)
-    pid_c = pid_bc % nchunks
+    pid_b, pid_c, chunk_start = chunk_of_program(nchunks, chunk_size)
     pid_h = tl.program_id(1)
     pid_g = pid_h // heads_per_group
     m0 = tl.program_id(2) * BLOCK_M
     offs_m = m0 + tl.arange(0, BLOCK_M)
     offs_p = tl.arange(0, BLOCK_P)
     mask_p = offs_p < headdim
-    chunk_start = pid_c * chunk_size
-    s = chunk_start + offs_m
-    valid_s = (offs_m < chunk_size) & (s < seqlen)
+    valid_s = rows_in_chunk(offs_m, chunk_start, chunk_size, seqlen)
 
     A = tl.load(A_ptr + pid_h).to(tl.float32)
     cum_off = ((pid_b * nheads + pid_h) * nchunks + pid_c) * chunk_size
@@ -91,8 +87,7 @@ def _chunk_scan_bwd_dx_kernel(
         k_hi = chunk_size
     for k0 in range(k_lo, k_hi, BLOCK_K):
         offs_k = k0 + tl.arange(0, BLOCK_K)
-        t = chunk_start + offs_k
-        valid_t = (offs_k < chunk_size) & (t < seqlen)
+        valid_t = rows_in_chunk(offs_k, chunk_start, chunk_size, seqlen)
         if REVERSE:
             pair_ok = offs_k[None, :] < offs_m[:, None]
         else:
@@ -157,26 +152,3 @@ def chunk_scan_bwd_dx(x, dy, dt_f, dt_b, A, B_f, B_b, diag, cb, cum_f, cum_b, ds
             **dot_config(x.dtype, _chunk_scan_bwd_dx_kernel),
         )
     return dx, ddiag, ddt_exp_f, ddt_exp_b
-
-
-def chunk_scan_bwd_dx_ref(x, dy, dt_f, dt_b, A, B_f, C_f, B_b, C_b, diag, cum_f, cum_b, dstate_f, dstate_b):
-    """Torch reference of `chunk_scan_bwd_dx`."""
-    batch, seqlen, nheads, headdim = x.shape
-    nchunks, chunk_size = cum_f.shape[2], cum_f.shape[3]
-    chunks = lambda t: to_chunks(t, nchunks, chunk_size)
-    xc, dyc = chunks(x), chunks(dy)  # (batch, nchunks, Q, nheads, headdim)
-    dx = chunks(diag)[..., None] * dyc
-    ddt_exp = []
-    for dt, B, Cs, cum, dstate, reverse in ((dt_f, B_f, shift_rows(C_f, -1), cum_f, dstate_f, False),
-                                           (dt_b, B_b, shift_rows(C_b, 1), cum_b, dstate_b, True)):
-        Bh, Csh = chunks(groups_to_heads(B, nheads)), chunks(groups_to_heads(Cs, nheads))
-        cum_q = cum.permute(0, 2, 3, 1)  # (batch, nchunks, Q, nheads)
-        tot = cum_q[:, :, :1] if reverse else cum_q[:, :, -1:]
-        mix = torch.einsum("bcthn,bcshn->bchts", Csh, Bh) * pair_decays(cum, dt, A, reverse)
-        grad = torch.einsum("bchts,bcthp->bcshp", mix, dyc)
-        grad = grad + torch.einsum("bcshn,bchnp->bcshp", Bh, dstate) * torch.exp(tot - cum_q)[..., None]
-        dx = dx + grad * chunks(dt)[..., None]
-        ddt_exp.append((grad * xc).sum(-1).permute(0, 3, 1, 2))
-    unchunk = lambda t: t.reshape(batch, nchunks * chunk_size, *t.shape[3:])[:, :seqlen]
-    ddiag = (dyc * xc).sum(-1)
-    return unchunk(dx).to(x.dtype), unchunk(ddiag).to(diag.dtype), ddt_exp[0], ddt_exp[1]

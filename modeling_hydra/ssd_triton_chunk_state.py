@@ -13,7 +13,7 @@ import torch
 
 from .ssd_triton_launch import launch_config, seq_strides
 from .ssd_triton_runtime import dot_config, tl, triton_jit
-from .ssd_triton_tiles import chunk_base, load_seq_id, load_seq_ids, load_shifted_rows
+from .ssd_triton_tiles import chunk_base, chunk_of_program, load_seq_id, load_seq_ids, load_shifted_rows, rows_in_chunk
 
 
 @triton_jit
@@ -27,9 +27,7 @@ def _chunk_state_kernel(
     BLOCK_N: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_K: tl.constexpr,
     DOT_DTYPE: tl.constexpr, PRECISION: tl.constexpr,
 ):
-    pid_bc = tl.program_id(0)
-    pid_b = (pid_bc // nchunks).to(tl.int64)
-    pid_c = pid_bc % nchunks
+    pid_b, pid_c, chunk_start = chunk_of_program(nchunks, chunk_size)
     pid_h = tl.program_id(1)
     pid_g = pid_h // heads_per_group
     offs_n = tl.arange(0, BLOCK_N)
@@ -42,7 +40,6 @@ def _chunk_state_kernel(
         tot = tl.load(cum_base)
     else:
         tot = tl.load(cum_base + chunk_size - 1)
-    chunk_start = pid_c * chunk_size
     b_base = chunk_base(b_ptr, pid_b, stride_b_b, chunk_start, stride_b_l) + pid_g * stride_b_g
     x_base = chunk_base(x_ptr, pid_b, stride_x_b, chunk_start, stride_x_l) + pid_h * stride_x_h
     dt_base = chunk_base(dt_ptr, pid_b, stride_dt_b, chunk_start, stride_dt_l) + pid_h * stride_dt_h
@@ -65,8 +62,7 @@ def _chunk_state_kernel(
     acc = tl.zeros((BLOCK_N, BLOCK_P), dtype=tl.float32)
     for k0 in range(0, chunk_size, BLOCK_K):
         offs_k = k0 + tl.arange(0, BLOCK_K)
-        rows = chunk_start + offs_k
-        valid = (offs_k < chunk_size) & (rows < seqlen)
+        valid = rows_in_chunk(offs_k, chunk_start, chunk_size, seqlen)
         if HAS_SEQ_IDX:
             valid = valid & (load_seq_ids(seq_base, offs_k, valid, stride_seq_l) == state_seq)
         b = load_shifted_rows(b_base, offs_k, chunk_start, valid, seqlen, stride_b_l, offs_n, mask_n, stride_b_n,
@@ -108,29 +104,3 @@ def chunk_state(B, x, dt, A, cum, reverse: bool, adjoint: bool = False, row_shif
         **config, **dot_config(x.dtype, _chunk_state_kernel),
     )
     return states
-
-
-def chunk_state_ref(B, x, dt, A, cum, reverse: bool, adjoint: bool = False, row_shift: int = 0) -> torch.Tensor:
-    """Torch reference of `chunk_state`."""
-    batch, seqlen, nheads, headdim = x.shape
-    ngroups = B.shape[2]
-    nchunks, chunk_size = cum.shape[2], cum.shape[3]
-    padded = nchunks * chunk_size
-    f32 = torch.float32
-    Bs = torch.zeros(batch, padded, ngroups, B.shape[3], device=x.device, dtype=f32)
-    lo, hi = max(0, -row_shift), min(seqlen, seqlen - row_shift)
-    Bs[:, lo:hi] = B[:, lo + row_shift:hi + row_shift].float()
-    xs = torch.zeros(batch, padded, nheads, headdim, device=x.device, dtype=f32)
-    xs[:, :seqlen] = x.float()
-    dts = torch.zeros(batch, padded, nheads, device=x.device, dtype=f32)
-    dts[:, :seqlen] = dt.float()
-    dts = dts.view(batch, nchunks, chunk_size, nheads)
-    cum = cum.permute(0, 2, 3, 1)  # (batch, nchunks, chunk_size, nheads)
-    if adjoint:
-        w = torch.exp(cum - dts * A.float())
-    else:
-        tot = cum[:, :, :1] if reverse else cum[:, :, -1:]
-        w = torch.exp(tot - cum) * dts
-    Bh = Bs.repeat_interleave(nheads // ngroups, dim=2).view(batch, nchunks, chunk_size, nheads, -1)
-    xw = xs.view(batch, nchunks, chunk_size, nheads, headdim) * w[..., None]
-    return torch.einsum("bcqhn,bcqhp->bchnp", Bh, xw)

@@ -17,7 +17,8 @@ import torch
 
 from .ssd_triton_launch import launch_config, seq_strides
 from .ssd_triton_runtime import dot_config, tl, triton_jit
-from .ssd_triton_tiles import chunk_base, load_decay_rows, load_seq_id, load_seq_ids, load_shifted_rows, load_state_tile
+from .ssd_triton_tiles import (chunk_base, chunk_of_program, load_decay_rows, load_seq_id, load_seq_ids,
+                              load_shifted_rows, load_state_tile, rows_in_chunk)
 
 
 @triton_jit
@@ -31,17 +32,13 @@ def _chunk_state_grad_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_PS: tl.constexpr,
     DOT_DTYPE: tl.constexpr, PRECISION: tl.constexpr,
 ):
-    pid_bc = tl.program_id(0)
-    pid_b = (pid_bc // nchunks).to(tl.int64)
-    pid_c = pid_bc % nchunks
+    pid_b, pid_c, chunk_start = chunk_of_program(nchunks, chunk_size)
     m0 = tl.program_id(1) * BLOCK_M
     pid_g = tl.program_id(2)
     offs_m = m0 + tl.arange(0, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
     mask_n = offs_n < d_state
-    chunk_start = pid_c * chunk_size
-    rows = chunk_start + offs_m
-    valid = (offs_m < chunk_size) & (rows < seqlen)
+    valid = rows_in_chunk(offs_m, chunk_start, chunk_size, seqlen)
 
     # The state's sequence is that of the token just outside the chunk (entering state) or of the chunk's far edge
     # (its own state).

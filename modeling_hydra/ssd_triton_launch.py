@@ -1,11 +1,11 @@
 """Launch settings of every Triton SSD kernel: block sizes, num_warps and num_stages per kernel, target and dtype.
 
 The one table of these choices. Each was checked by compiling for sm_80 and sm_90 with Triton's own compiler and
-ptxas (scripts/triton_compile_matrix.py, tests/test_triton_compile.py): no register spills and shared memory within
+ptxas (benchmarks/triton_compile_matrix.py, tests/test_triton_compile.py): no register spills and shared memory within
 the per-block limit at headdim 64/128, d_state 64/128, chunk 128/256, ngroups 1/2, float32/bfloat16/float16, with
 and without sequence boundaries (sm_80 settings also fit the 99 KB of sm_86/sm_89). Tiles along the chunk stay at
 64 rows (tensor-core sized) whenever the chunk allows, except float32 on sm_80 (below). The choices rest on compile
-numbers only: no GPU was available to time alternatives (scripts/gpu_check.sh times the result).
+numbers only: no GPU was available to time alternatives (benchmarks/gpu_check.sh times the result).
 """
 
 from __future__ import annotations

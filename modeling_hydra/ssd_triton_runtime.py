@@ -1,8 +1,8 @@
 """Optional Triton import shared by the Triton SSD kernels, and the one place that decides how their tl.dot runs.
 
-Every file of the Triton path imports triton only through this module, inside `try:`, so the files (and the torch
-`_ref` references beside the kernels) import on machines without triton; the kernels then stay plain functions and
-the backend registry refuses the "triton" backend before any of them could be launched.
+Every file of the Triton path imports triton only through this module, inside `try:`, so the files import on
+machines without triton; the kernels then stay plain functions and the backend registry refuses the "triton" backend
+before any of them could be launched.
 
 Precision of the dots (`dot_config`):
 - bfloat16 / float16 inputs: 16-bit tensor-core operands, float32 accumulation.
@@ -15,7 +15,7 @@ Precision of the dots (`dot_config`):
   `torch.backends.cuda.matmul.allow_tf32 = True` does), the dots run as plain "tf32", as torch's own matmuls then do.
 - GPUs before sm_80 have no TF32: float32 dots run as "ieee" there (CUDA cores; untested, no compile check).
 - Triton's CPU interpreter ignores input_precision (it multiplies in numpy float32), so on CPU every setting gives
-  float32 results; the GPU check (scripts/gpu_check.sh) measures the tf32x3 accuracy on a GPU.
+  float32 results; the GPU check (benchmarks/gpu_check.sh) measures the tf32x3 accuracy on a GPU.
 - float64 inputs are computed in float32 (ssd_bidirectional_triton casts them).
 """
 

@@ -74,16 +74,3 @@ def state_passing(states: torch.Tensor, cum: torch.Tensor, backward_direction: b
         REVERSE=reverse, BACKWARD_DIRECTION=backward_direction, HAS_SEQ_IDX=seq_idx is not None, BLOCK=block,
     )
     return enter
-
-
-def state_passing_ref(states: torch.Tensor, cum: torch.Tensor, backward_direction: bool, reverse: bool) -> torch.Tensor:
-    """Torch reference of `state_passing` (without sequence boundaries)."""
-    tot = cum[..., 0] if backward_direction else cum[..., -1]
-    nchunks = states.shape[1]
-    order = range(nchunks - 1, -1, -1) if reverse else range(nchunks)
-    enter = torch.empty_like(states)
-    carry = torch.zeros_like(states[:, 0])
-    for c in order:
-        enter[:, c] = carry
-        carry = states[:, c] + torch.exp(tot[:, :, c])[..., None, None] * carry
-    return enter

@@ -1,10 +1,26 @@
-"""Tile loaders shared by the Triton SSD kernels: state tiles, shifted rows of C, the step sizes of a block of rows
-with their in-chunk cumulative log decays, the sequence ids of rows (sequence boundaries, `seq_idx`), and the 64-bit
-base pointer of a chunk (tiles then index rows by 32-bit offsets inside the chunk)."""
+"""Helpers shared by the Triton SSD kernels: the chunk a program works on and the rows of it that exist, the 64-bit
+base pointer of a chunk (tiles then index rows by 32-bit offsets inside the chunk), and tile loaders: state tiles,
+shifted rows of C, the step sizes of a block of rows with their in-chunk cumulative log decays, and the sequence ids
+of rows (sequence boundaries, `seq_idx`)."""
 
 from __future__ import annotations
 
 from .ssd_triton_runtime import tl, triton_jit
+
+
+@triton_jit
+def chunk_of_program(nchunks, chunk_size):
+    """(batch row as int64, chunk index, first row of the chunk) of a program whose grid axis 0 runs over
+    batch x nchunks, chunk-major within a batch row."""
+    pid_bc = tl.program_id(0)
+    pid_c = pid_bc % nchunks
+    return (pid_bc // nchunks).to(tl.int64), pid_c, pid_c * chunk_size
+
+
+@triton_jit
+def rows_in_chunk(offs, chunk_start, chunk_size, seqlen):
+    """Mask of the in-chunk offsets `offs` that are rows of the chunk starting at `chunk_start` and of the sequence."""
+    return (offs < chunk_size) & (chunk_start + offs < seqlen)
 
 
 @triton_jit

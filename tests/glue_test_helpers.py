@@ -5,7 +5,6 @@ import functools
 import os
 import runpy
 
-import datasets
 import numpy as np
 import torch
 import transformers
@@ -29,6 +28,8 @@ def script_function(script: str, function: str = "main"):
 
     @functools.wraps(wrapped)
     def call(*args, **kwargs):
+        import datasets  # seconds to import: only the tests that run a script pay for it
+
         verbosity = (transformers.utils.logging.get_verbosity(), datasets.utils.logging.get_verbosity())
         bars = (transformers.utils.logging.is_progress_bar_enabled(), datasets.utils.is_progress_bar_enabled())
         try:

@@ -1,8 +1,6 @@
-"""Helpers of the packed-sequence tests: sequence ids from lengths, per-sequence references, error measures."""
+"""Helpers of the packed-sequence tests: sequence ids from lengths, random weights, error measures."""
 
 import torch
-
-from test_ssd_oracle import apply_matrix, materialized_matrix
 
 
 def ids_from_lengths(lengths, first_id=0, dtype=torch.int64) -> torch.Tensor:
@@ -17,23 +15,6 @@ def spans(lengths):
         out.append((start, start + n))
         start += n
     return out
-
-
-def oracle_per_sequence(inputs, row_lengths):
-    """The float64 materialized-matrix result of every sequence alone, laid out like the packed rows.
-
-    inputs: the 9 SSD inputs (x, dt_f, dt_b, A, B_f, C_f, B_b, C_b, diag) of packed rows; row_lengths: for each row,
-    the lengths of its sequences (summing to the row length).
-    """
-    x, dt_f, dt_b, A, B_f, C_f, B_b, C_b, diag = (t.detach() for t in inputs)
-    y = torch.zeros_like(x, dtype=torch.float64)
-    for b, lengths in enumerate(row_lengths):
-        for start, end in spans(lengths):
-            part = lambda t: t[b:b + 1, start:end].double()
-            M = materialized_matrix(part(dt_f), part(dt_b), A.double(), part(B_f), part(C_f), part(B_b), part(C_b),
-                                    part(diag))
-            y[b:b + 1, start:end] = apply_matrix(M, part(x))
-    return y
 
 
 def randomize_weights(module, seed=0, scale=0.5):

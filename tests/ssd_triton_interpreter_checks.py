@@ -1,8 +1,8 @@
 """Checks of the Triton bidirectional SSD in Triton's CPU interpreter, run by test_ssd_triton.py in a child process:
-every stage kernel against its torch `_ref`, the whole autograd Function (forward and all nine input gradients)
-against the torch path in float64, sequence boundaries (seq_idx) against every sequence run alone through the
-float64 torch path and against the block-diagonal matrix of spec §3b, the block sizes of the sm_80 and sm_90
-launch tables, and a model with ssd_backend="triton" against ssd_backend="torch".
+every stage kernel against its torch `_ref` (ssd_triton_references.py), the whole autograd Function (forward and all
+nine input gradients) against the torch path in float64, sequence boundaries (seq_idx) against every sequence run
+alone through the float64 torch path and against the block-diagonal float64 oracle (ssd_oracle.py), the block sizes
+of the sm_80 and sm_90 launch tables, and a model with ssd_backend="triton" against ssd_backend="torch".
 
 TRITON_INTERPRET=1 must be set before `triton` is first imported (triton.language's own jit functions, tl.sum and
 tl.cumsum among them, are built then, and transformers imports triton through torch._dynamo), hence the child
@@ -15,9 +15,11 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+import ssd_triton_references as refs
 from conftest import tiny_config
 from modeling_hydra import HydraForMaskedLM
 from modeling_hydra.ssd_torch import ssd_bidirectional_torch
+from ssd_oracle import ssd_oracle
 
 STAGES = ("ssd_triton_chunk_cumsum", "ssd_triton_chunk_state", "ssd_triton_state_passing", "ssd_triton_chunk_cb",
           "ssd_triton_chunk_scan", "ssd_triton_chunk_state_grad",
@@ -59,7 +61,7 @@ def stage_tensors(kernels, chunk_size=8, **shape):
     x, dt_f, dt_b, A, B_f, C_f, B_b, C_b, diag = ssd_inputs(**shape)
     cum_f = kernels.chunk_cumsum.chunk_cumsum(dt_f, A, chunk_size, reverse=False)
     cum_b = kernels.chunk_cumsum.chunk_cumsum(dt_b, A, chunk_size, reverse=True)
-    enter_f, enter_b = kernels.ssd_triton._entering_states(x, dt_f, dt_b, A, B_f, B_b, cum_f, cum_b, None)
+    enter_f, enter_b = kernels.ssd_triton.entering_states(x, dt_f, dt_b, A, B_f, B_b, cum_f, cum_b, None)
     dy = torch.randn_like(x)
     dstate_f, dstate_b = torch.randn_like(enter_f), torch.randn_like(enter_b)
     return SimpleNamespace(x=x, dt_f=dt_f, dt_b=dt_b, A=A, B_f=B_f, C_f=C_f, B_b=B_b, C_b=C_b, diag=diag, dy=dy,
@@ -73,7 +75,7 @@ def test_chunk_cumsum_matches_ref(kernels, reverse):
     stage = kernels.chunk_cumsum
     out = stage.chunk_cumsum(dt, A, 6, reverse)
     assert out.shape == (2, 4, 3, 6)
-    assert rel_rms(out, stage.chunk_cumsum_ref(dt, A, 6, reverse)) < 1e-6
+    assert rel_rms(out, refs.chunk_cumsum_ref(dt, A, 6, reverse)) < 1e-6
 
 
 @pytest.mark.parametrize("reverse", [False, True])
@@ -83,7 +85,7 @@ def test_chunk_cumsum_bwd_matches_ref(kernels, reverse):
     rowgrad[..., 2, 1:], ddt_exp[..., 2, 1:] = 0, 0  # past seqlen = 13: zero, as the scan kernels write them
     stage = kernels.chunk_cumsum
     ddt, dA = stage.chunk_cumsum_bwd(dt, A, rowgrad, ddt_exp, reverse)
-    ddt_ref, dA_ref = stage.chunk_cumsum_bwd_ref(dt, A, rowgrad, ddt_exp, reverse)
+    ddt_ref, dA_ref = refs.chunk_cumsum_bwd_ref(dt, A, rowgrad, ddt_exp, reverse)
     assert rel_rms(ddt, ddt_ref) < 1e-6 and rel_rms(dA, dA_ref) < 1e-6
 
 
@@ -94,7 +96,7 @@ def test_chunk_state_matches_ref(kernels, reverse, adjoint, row_shift):
     dt, cum = (s.dt_b, s.cum_b) if reverse else (s.dt_f, s.cum_f)
     stage = kernels.chunk_state
     args = (s.C_f if adjoint else s.B_f, s.dy if adjoint else s.x, dt, s.A, cum, reverse, adjoint, row_shift)
-    assert rel_rms(stage.chunk_state(*args), stage.chunk_state_ref(*args)) < 1e-6
+    assert rel_rms(stage.chunk_state(*args), refs.chunk_state_ref(*args)) < 1e-6
 
 
 @pytest.mark.parametrize("backward_direction", [False, True])
@@ -104,7 +106,7 @@ def test_state_passing_matches_ref(kernels, backward_direction, reverse):
     states, cum = torch.randn_like(s.enter_f), s.cum_b if backward_direction else s.cum_f
     stage = kernels.state_passing
     out = stage.state_passing(states, cum, backward_direction, reverse)
-    assert rel_rms(out, stage.state_passing_ref(states, cum, backward_direction, reverse)) < 1e-6
+    assert rel_rms(out, refs.state_passing_ref(states, cum, backward_direction, reverse)) < 1e-6
 
 
 def test_chunk_cb_matches_ref(kernels):
@@ -112,7 +114,7 @@ def test_chunk_cb_matches_ref(kernels):
     stage = kernels.chunk_cb
     out = stage.chunk_cb(s.B_f, s.C_f, s.B_b, s.C_b, 8)
     assert out.shape == (2, 3, 2, 8, 8)
-    assert rel_rms(out, stage.chunk_cb_ref(s.B_f, s.C_f, s.B_b, s.C_b, 8)) < 1e-6
+    assert rel_rms(out, refs.chunk_cb_ref(s.B_f, s.C_f, s.B_b, s.C_b, 8)) < 1e-6
 
 
 def test_chunk_scan_matches_ref(kernels):
@@ -120,8 +122,8 @@ def test_chunk_scan_matches_ref(kernels):
     cb = kernels.chunk_cb.chunk_cb(s.B_f, s.C_f, s.B_b, s.C_b, 8)
     out = kernels.chunk_scan.chunk_scan(s.x, s.dt_f, s.dt_b, s.A, s.C_f, s.C_b, s.diag, cb, s.cum_f, s.cum_b,
                                         s.enter_f, s.enter_b)
-    ref = kernels.chunk_scan.chunk_scan_ref(s.x, s.dt_f, s.dt_b, s.A, s.B_f, s.C_f, s.B_b, s.C_b, s.diag, s.cum_f,
-                                            s.cum_b, s.enter_f, s.enter_b)
+    ref = refs.chunk_scan_ref(s.x, s.dt_f, s.dt_b, s.A, s.B_f, s.C_f, s.B_b, s.C_b, s.diag, s.cum_f, s.cum_b,
+                              s.enter_f, s.enter_b)
     assert rel_rms(out, ref) < 1e-6
 
 
@@ -131,9 +133,9 @@ def test_chunk_scan_bwd_dx_matches_ref(kernels):
     stage = kernels.chunk_scan_bwd_dx
     outs = stage.chunk_scan_bwd_dx(s.x, s.dy, s.dt_f, s.dt_b, s.A, s.B_f, s.B_b, s.diag, cb, s.cum_f, s.cum_b,
                                    s.dstate_f, s.dstate_b)
-    refs = stage.chunk_scan_bwd_dx_ref(s.x, s.dy, s.dt_f, s.dt_b, s.A, s.B_f, s.C_f, s.B_b, s.C_b, s.diag, s.cum_f,
-                                       s.cum_b, s.dstate_f, s.dstate_b)
-    for out, ref in zip(outs, refs):
+    expected = refs.chunk_scan_bwd_dx_ref(s.x, s.dy, s.dt_f, s.dt_b, s.A, s.B_f, s.C_f, s.B_b, s.C_b, s.diag,
+                                          s.cum_f, s.cum_b, s.dstate_f, s.dstate_b)
+    for out, ref in zip(outs, expected):
         assert rel_rms(out, ref) < 1e-6
 
 
@@ -144,8 +146,8 @@ def test_chunk_scan_bwd_dbc_matches_ref(kernels):
     dB_f, dB_b = stage.chunk_scan_bwd_db(*common, s.dstate_f, s.dstate_b)
     cb = kernels.chunk_cb.chunk_cb(s.B_f, s.C_f, s.B_b, s.C_b, 8)
     dC_f, dC_b, rowgrad_f, rowgrad_b = stage.chunk_scan_bwd_dc(*common[:9], cb, *common[9:], s.enter_f, s.enter_b)
-    refs = stage.chunk_scan_bwd_dbc_ref(*common, s.enter_f, s.enter_b, s.dstate_f, s.dstate_b)
-    for out, ref in zip((dB_f, dB_b, dC_f, dC_b, rowgrad_f, rowgrad_b), refs):
+    expected = refs.chunk_scan_bwd_dbc_ref(*common, s.enter_f, s.enter_b, s.dstate_f, s.dstate_b)
+    for out, ref in zip((dB_f, dB_b, dC_f, dC_b, rowgrad_f, rowgrad_b), expected):
         assert out.shape == ref.shape
         assert rel_rms(out, ref) < 1e-6
 
@@ -200,7 +202,7 @@ def test_half_precision_inputs(kernels, dtype):
     assert [g.dtype for g in grads] == [t.dtype for t in inputs]
 
 
-# ---------------------------------------------------------------- sequence boundaries (seq_idx, spec §3b)
+# ---------------------------------------------------------------- sequence boundaries (seq_idx)
 
 # Lengths of the sequences packed into each batch row (rows of one case have the same total length).
 PACKINGS = {
@@ -234,32 +236,6 @@ def per_sequence_reference(inputs64, lengths_per_row, chunk_size):
     return torch.cat(rows)
 
 
-def block_diagonal_oracle(inputs64, seq_idx):
-    """y = M x with M materialized from spec §1 and §3b: pairs (t, s) only within one sequence; float64."""
-    x, dt_f, dt_b, A, B_f, C_f, B_b, C_b, diag = (t.detach() for t in inputs64)
-    batch, seqlen, nheads, _ = x.shape
-    heads = lambda t: t.repeat_interleave(nheads // t.shape[2], dim=2)  # (batch, seqlen, nheads, d_state)
-    t_idx, s_idx = torch.arange(seqlen)[:, None], torch.arange(seqlen)[None, :]
-    same = seq_idx[:, :, None] == seq_idx[:, None, :]  # (batch, t, s)
-    la_f, la_b = (dt_f * A).cumsum(1), (dt_b * A).cumsum(1)  # inclusive prefix sums of the log decays
-    M = torch.diag_embed(diag.transpose(1, 2))  # (batch, nheads, t, s)
-    # forward: s < t, decay over k in (s, t - 1]: la_f[t - 1] - la_f[s]
-    Cs_f = torch.roll(heads(C_f), 1, dims=1)
-    cb_f = torch.einsum("bthn,bshn->bhts", Cs_f, heads(B_f))
-    la_f_prev = torch.roll(la_f, 1, dims=1)  # la_f[t - 1]
-    seg_f = la_f_prev.transpose(1, 2)[:, :, :, None] - la_f.transpose(1, 2)[:, :, None, :]
-    lower = (s_idx < t_idx) & same[:, None]
-    M = M + torch.where(lower, cb_f * torch.exp(torch.where(lower, seg_f, 0)) * dt_f.transpose(1, 2)[:, :, None, :], 0)
-    # backward: s > t, decay over k in [t + 1, s): la_b[s - 1] - la_b[t]
-    Cs_b = torch.roll(heads(C_b), -1, dims=1)
-    cb_b = torch.einsum("bthn,bshn->bhts", Cs_b, heads(B_b))
-    la_b_prev = torch.roll(la_b, 1, dims=1)  # la_b[s - 1]
-    seg_b = la_b_prev.transpose(1, 2)[:, :, None, :] - la_b.transpose(1, 2)[:, :, :, None]
-    upper = (s_idx > t_idx) & same[:, None]
-    M = M + torch.where(upper, cb_b * torch.exp(torch.where(upper, seg_b, 0)) * dt_b.transpose(1, 2)[:, :, None, :], 0)
-    return torch.einsum("bhts,bshp->bthp", M, x)
-
-
 @pytest.mark.parametrize("packing", PACKINGS.keys())
 def test_sequence_boundaries_match_each_sequence_alone(kernels, packing):
     lengths_per_row = PACKINGS[packing]
@@ -273,8 +249,10 @@ def test_sequence_boundaries_match_each_sequence_alone(kernels, packing):
     inputs64 = [t.detach().double().requires_grad_() for t in inputs]
     y_ref = per_sequence_reference(inputs64, lengths_per_row, chunk_size)
     references = (y_ref, *torch.autograd.grad(y_ref, inputs64, dy.double()))
-    assert_close(results, references, 1e-5, packing)
-    assert rel_rms(results[0], block_diagonal_oracle(inputs64, seq_idx)) < 1e-5
+    # dA sums dt * (row sums - column sums of the pair weights) over whole rows: float32 cancellation leaves ~1e-5
+    # relative with many short sequences (1.3e-5 for 30 sequences in a chunk of 64); every other output <= ~1e-6.
+    assert_close(results, references, 1e-5, packing, tolerances={"A": 1e-4})
+    assert rel_rms(results[0], ssd_oracle(*inputs64, seq_idx=seq_idx)) < 1e-5
     # int64 ids give the same result
     y64 = kernels.ssd_triton.ssd_bidirectional_triton(*inputs, chunk_size, seq_idx=seq_idx.long())
     assert torch.equal(y64, results[0])

@@ -1,4 +1,4 @@
-"""scripts/benchmark.py (encoder and GLUE modes) and scripts/profile_step.py run end to end at tiny settings and
+"""benchmarks/benchmark.py (encoder and GLUE modes) and benchmarks/profile_step.py run end to end at tiny settings and
 report what they measured: table rows, JSON fields, and padding statistics recomputed here from the TSV file.
 No timing is checked, only the structure and the arithmetic of the reports."""
 
@@ -19,7 +19,7 @@ ONE_LAYER = '{"num_hidden_layers": 1}'
 
 
 def run_script(name: str, *args: str) -> str:
-    result = subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / name), "--threads", "1", *args],
+    result = subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / name), "--threads", "1", *args],
                             cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-4000:]
     return result.stdout

@@ -1,7 +1,9 @@
 """convert/convert_original_checkpoint.py: original-format checkpoints are built here with random values, converted,
-and the converted models are compared with an independent float64 implementation of the ORIGINAL forward pass
-(HYDRA_SPEC.md §1-2). Also: corrupted and wrong inputs, the model card, --push_to_hub plumbing, and loading the
-converted folder offline from a Hub-cache layout in a fresh interpreter that cannot import this project."""
+and the converted models are compared with an independent float64 implementation of the ORIGINAL forward pass (the
+authors' code, github.com/goombalab/hydra: the mixer of `hydra/modules/hydra.py`, the BERT layers of
+`hydra/bert/src/bert_layers.py`). Also: corrupted and wrong inputs, the model card, --push_to_hub plumbing, and
+loading the converted folder offline from a Hub-cache layout in a fresh interpreter that cannot import this
+project."""
 
 import argparse
 import hashlib
@@ -14,7 +16,6 @@ import sys
 
 import pytest
 import torch
-import torch.nn.functional as F
 import yaml
 
 from conftest import REPO_ROOT, lay_out_as_hub_cache
@@ -30,6 +31,7 @@ from convert.convert_original_checkpoint import (
 from model_cards.generate_model_card import main as generate_model_card
 from modeling_hydra import HydraForMaskedLM, HydraForSequenceClassification
 from modeling_hydra.modeling_hydra import AUTO_MAP
+from ssd_oracle import mixer_oracle
 
 SCRIPT = REPO_ROOT / "convert" / "convert_original_checkpoint.py"
 KILL_CHILD = REPO_ROOT / "tests" / "convert_kill_child.py"
@@ -50,7 +52,8 @@ VOCAB_PADDED = 30528
 
 
 def original_state_dict(cfg: dict, head: str, num_labels: int = 3, seed: int = 0) -> dict:
-    """Random, non-trivial values for every tensor of an original Hydra BERT (keys of HYDRA_SPEC.md §4)."""
+    """Random, non-trivial values for every tensor of an original Hydra BERT (the keys of the authors' composer
+    checkpoints, from `hydra/bert/src/bert_layers.py`)."""
     gen = torch.Generator().manual_seed(seed)
 
     def rnd(*shape, scale=0.3, center=0.0):
@@ -120,7 +123,7 @@ def save_checkpoint(state: dict, path, layout: str, prefix: bool):
     torch.save(tensors, path)
 
 
-# ---------------------------------------------------- the ORIGINAL forward in float64, written from the spec
+# ---------------------------------------------------- the ORIGINAL forward in float64 (authors' code, unpadded rows)
 
 
 def layer_norm(x, weight, bias, eps):
@@ -130,43 +133,13 @@ def layer_norm(x, weight, bias, eps):
 
 
 def reference_mixer(u, p, cfg):
-    """Spec §1 for one sequence u (L, d): materialized quasiseparable matrix per head, with the shift."""
-    L = u.shape[0]
-    d_in = cfg["expand"] * cfg["hidden_size"]
-    P, N, K = cfg["headdim"], cfg["d_state"], cfg["d_conv"]
-    H = d_in // P
-    zxbcdt = u @ p["in_proj.weight"].T
-    z, xBC, dt = zxbcdt[:, :d_in], zxbcdt[:, d_in:2 * d_in + 4 * N], zxbcdt[:, 2 * d_in + 4 * N:]
-    padded = torch.cat([torch.zeros(K // 2, xBC.shape[1], dtype=u.dtype), xBC,
-                        torch.zeros(K // 2, xBC.shape[1], dtype=u.dtype)])
-    weight = p["conv1d.weight"][:, 0, :]  # (channels, K)
-    conv = torch.stack([(padded[t:t + K].T * weight).sum(-1) for t in range(L)]) + p["conv1d.bias"]
-    xBC = conv * torch.sigmoid(conv)
-    x = xBC[:, :d_in]
-    B_f, C_f, B_b, C_b = (xBC[:, d_in + j * N:d_in + (j + 1) * N] for j in range(4))
-    delta_f = F.softplus(dt[:, :H] + p["dt_bias"])
-    delta_b = F.softplus(dt[:, H:] + p["dt_bias"])
-    A = -torch.exp(p["A_log"])
-    diag = x @ p["fc_D.weight"].T + p["D"]  # (L, H)
-    y = torch.zeros(L, d_in, dtype=u.dtype)
-    for h in range(H):
-        log_a_f, log_a_b = delta_f[:, h] * A[h], delta_b[:, h] * A[h]
-        M = torch.zeros(L, L, dtype=u.dtype)
-        for t in range(L):
-            for s in range(L):
-                if s < t:  # uses C_f[t-1], decays a_{s+1} .. a_{t-1}
-                    M[t, s] = (C_f[t - 1] @ B_f[s]) * torch.exp(log_a_f[s + 1:t].sum()) * delta_f[s, h]
-                elif s > t:  # uses C_b[t+1], decays a_{t+1} .. a_{s-1}
-                    M[t, s] = (C_b[t + 1] @ B_b[s]) * torch.exp(log_a_b[t + 1:s].sum()) * delta_b[s, h]
-                else:
-                    M[t, t] = diag[t, h]
-        y[:, h * P:(h + 1) * P] = M @ x[:, h * P:(h + 1) * P]
-    y = y / torch.sqrt((y ** 2).mean(-1, keepdim=True) + 1e-5) * p["norm.weight"] * (z * torch.sigmoid(z))
-    return y @ p["out_proj.weight"].T
+    """The mixer for one sequence u (L, d): the float64 oracle of ssd_oracle.py (one group of B and C, as released)."""
+    return mixer_oracle(u[None], p, cfg["headdim"], 1, cfg["d_state"])[0]
 
 
 def reference_logits(state, cfg, head, input_ids, token_type_ids):
-    """Spec §2: the original model's logits for unpadded rows, float64."""
+    """The original model's logits for unpadded rows, float64: embeddings without positions (unless configured),
+    post-norm (or pre-norm) layers without MLP, the BERT MLM head with exact-erf GELU or the pooler and classifier."""
     s = {k: v.double() for k, v in state.items() if v.is_floating_point()}
     outputs = []
     for ids, types in zip(input_ids, token_type_ids):

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from modeling_hydra.depthwise_conv import depthwise_conv1d, depthwise_conv1d_reference
+from modeling_hydra.depthwise_conv import depthwise_conv1d
 from packing_helpers import ids_from_lengths, relative_error, spans
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -14,6 +14,16 @@ TOL = {torch.float64: 1e-12, torch.float32: 1e-5}
 CHANNELS = 6
 ROWS = [[1, 2, 3, 9, 1], [16]]  # sequences shorter than the half-width, and one long sequence
 
+
+def depthwise_conv1d_reference(x, weight, bias, seq_idx=None):
+    """The convolution as one unfold, mask and einsum (autograd through plain ops): the reference of the tests."""
+    kernel_size, half = weight.shape[1], weight.shape[1] // 2
+    taps = F.pad(x, (0, 0, half, half)).unfold(1, kernel_size, 1)  # (batch, seqlen, C, K)
+    if seq_idx is not None:
+        ids = F.pad(seq_idx, (half, half), value=-1).unfold(1, kernel_size, 1)  # (batch, seqlen, K)
+        taps = taps * (ids == seq_idx.unsqueeze(-1)).unsqueeze(2).to(x.dtype)
+    out = torch.einsum("blck,ck->blc", taps, weight)
+    return out if bias is None else out + bias
 
 def torch_conv(x, weight, bias):
     """PyTorch's depthwise conv1d with zero padding K // 2: (batch, seqlen, channels) -> same."""

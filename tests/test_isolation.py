@@ -11,7 +11,8 @@ import torch
 from conftest import perturb_ssm_parameters, tiny_config
 from modeling_hydra import HydraModel
 from modeling_hydra.ssd_torch import ssd_bidirectional_torch
-from packing_helpers import ids_from_lengths, oracle_per_sequence, relative_error, spans
+from packing_helpers import ids_from_lengths, relative_error, spans
+from ssd_oracle import ssd_oracle
 
 LENGTHS = [5, 3, 7, 2]  # real tokens of the four rows of a right-padded batch
 POISONS = [float("nan"), float("inf"), -float("inf"), 1e30]
@@ -124,8 +125,8 @@ def test_huge_decays_of_a_packed_neighbour_leave_a_sequence_as_accurate_as_alone
     B, C = (torch.randn(1, total, 1, d_state, generator=g) for _ in range(2))
     diag = torch.randn(1, total, nheads, generator=g)
     inputs = (x, dt, dt.flip(-1), A, B, C, C.flip(-1), B.flip(-1), diag)
-    y64 = oracle_per_sequence(inputs, [lengths])
     seq_idx = ids_from_lengths(lengths)[None]
+    y64 = ssd_oracle(*(t.double() for t in inputs), seq_idx=seq_idx)
     for chunk in (16, 64, 128):
         packed = ssd_bidirectional_torch(*inputs, chunk, seq_idx=seq_idx)
         for k in (0, 2):

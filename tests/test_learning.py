@@ -10,7 +10,7 @@ to zero by a test-local wrapper of the SSD function) is the control.
 import pytest
 import torch
 
-import modeling_hydra.hydra_mixer as hydra_mixer
+import modeling_hydra.execution_plan as execution_plan
 from conftest import tiny_config
 from modeling_hydra import HydraForSequenceClassification
 from modeling_hydra.ssd_backends import SSD_BACKENDS
@@ -66,7 +66,7 @@ def test_bidirectional_model_learns_what_forward_only_cannot(monkeypatch):
     assert accuracy >= 0.9, f"the bidirectional model reached only {accuracy:.3f}"
     assert sensitivity > 0.1
 
-    monkeypatch.setattr(hydra_mixer, "resolve_ssd_backend",
+    monkeypatch.setattr(execution_plan, "resolve_ssd_backend",
                         lambda name, device: (SSD_BACKENDS["torch"], forward_scan_only))
     accuracy, sensitivity = train_and_evaluate()
     assert sensitivity == pytest.approx(0.0, abs=1e-6), "the forward-only control sees the decisive tokens"

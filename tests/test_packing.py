@@ -1,4 +1,4 @@
-"""Packed rows (HYDRA_SPEC §3b): several sequences back to back in one row, each getting exactly its stand-alone
+"""Packed rows (sequence boundaries): several sequences back to back in one row, each getting exactly its stand-alone
 result, in the mixer, in the whole model (position embeddings included) and with batches made by transformers'
 `DataCollatorWithFlattening` (against the same sequences padded by `DataCollatorWithPadding`)."""
 
@@ -11,7 +11,7 @@ from glue_test_helpers import GLUE_SAMPLE, read_official_tsv
 from modeling_hydra import HydraForMaskedLM, HydraForTokenClassification, HydraModel
 from modeling_hydra.hydra_mixer import HydraMixer
 from packing_helpers import ids_from_lengths, randomize_weights, relative_error, spans
-from test_ssd_oracle import reference_mixer
+from ssd_oracle import module_oracle
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -53,13 +53,13 @@ def test_mixer_packed_row_equals_each_sequence_alone(chunk_size, dtype, recomput
 
 
 def test_mixer_packed_row_equals_independent_reference():
-    """The float64 packed mixer against spec §1 re-implemented with the materialized matrix, per sequence."""
+    """The float64 packed mixer against the float64 oracle (materialized matrix) of each sequence alone."""
     config = tiny_config(hidden_size=8, headdim=4, d_state=3, d_conv=5, chunk_size=4)
     mixer = randomize_weights(HydraMixer(config)).double()
     u = torch.randn(1, sum(LENGTHS), 8, dtype=torch.float64)
     with torch.no_grad():
         packed = run_mixer(mixer, u, seq_idx=ids_from_lengths(LENGTHS)[None])
-    expected = torch.cat([reference_mixer(mixer, u[:, s:e]) for s, e in spans(LENGTHS)], dim=1)
+    expected = torch.cat([module_oracle(mixer, u[:, s:e]) for s, e in spans(LENGTHS)], dim=1)
     assert relative_error(packed, expected) <= TOL[torch.float64]
 
 

@@ -1,4 +1,5 @@
-"""Padding invariance (HYDRA_SPEC §3): outputs at real tokens do not depend on the amount or side of padding."""
+"""Padding invariance: outputs at real tokens do not depend on the amount or side of padding (the original code lets
+padded positions leak into the backward scan; this implementation keeps them out)."""
 
 import pytest
 import torch

@@ -19,8 +19,8 @@ from conftest import tiny_config, run_mixer
 from modeling_hydra import HydraModel
 from modeling_hydra.hydra_mixer import HydraMixer
 from modeling_hydra.ssd_torch import ssd_bidirectional_torch
-from packing_helpers import oracle_per_sequence, randomize_weights, relative_error
-from test_ssd_oracle import random_ssd_inputs, reference_mixer
+from packing_helpers import randomize_weights, relative_error
+from ssd_oracle import module_oracle, random_ssd_inputs, ssd_oracle
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -112,7 +112,7 @@ def test_ssd_property(case):
 
     for b, start, end in real_spans(rows):
         part = [t if t.dim() == 1 else t[b:b + 1, start:end] for t in inputs]
-        want = oracle_per_sequence(part, [[end - start]])
+        want = ssd_oracle(*part)
         err = relative_error(y[b:b + 1, start:end], want)
         assert err <= TOL, f"row {b} tokens {start}:{end}: {err:.2e} from the oracle"
     for b in range(len(rows)):  # each row alone gives the same numbers as in the batch (padding included)
@@ -156,8 +156,8 @@ def test_mixer_property(case):
         for b, start, end in real_spans(rows):
             piece = u[b:b + 1, start:end]
             got = out[b:b + 1, start:end]
-            err = relative_error(got, reference_mixer(mixer, piece))
-            assert err <= TOL, f"row {b} tokens {start}:{end}: {err:.2e} from the spec's reference"
+            err = relative_error(got, module_oracle(mixer, piece))
+            assert err <= TOL, f"row {b} tokens {start}:{end}: {err:.2e} from the float64 oracle"
             err = relative_error(got, run_mixer(mixer, piece))
             assert err <= TOL, f"row {b} tokens {start}:{end}: {err:.2e} from the sequence alone"
 

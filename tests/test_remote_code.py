@@ -4,6 +4,7 @@ transformers loader accepts."""
 
 import json
 import os
+import re
 import site
 import stat
 import subprocess
@@ -110,6 +111,15 @@ def test_exported_files_import_only_stdlib_torch_transformers(tmp_path):
         assert imports <= allowed, f"{name} imports {sorted(imports - allowed)} outside a try block"
         for module in get_relative_imports(tmp_path / name):
             assert f"{module}.py" in files, f"{name} imports .{module}, which is not in the folder"
+
+
+def test_exported_files_hold_no_test_references():
+    """The torch references of the Triton stages and of the convolution live in tests/, not in every saved
+    checkpoint."""
+    sources = remote_code_sources(modeling_hydra.modeling_hydra.__file__)
+    assert "ssd_triton.py" in sources  # the Triton files are exported
+    for name, source in sources.items():
+        assert not re.findall(r"^def \w+_(ref|reference)\(", source, re.MULTILINE), name
 
 
 def test_a_symlink_at_a_temporary_name_is_not_followed(tmp_path):

@@ -1,13 +1,13 @@
-"""The SSD with sequence boundaries (`seq_idx`, HYDRA_SPEC §3b): every sequence of a packed row gets exactly its
-stand-alone result, against the float64 materialized matrix of each sequence and against each sequence run alone,
-gradients of all nine inputs included."""
+"""The SSD with sequence boundaries (`seq_idx`): every sequence of a packed row gets exactly its stand-alone result,
+against the float64 block-diagonal matrix (one block per sequence) and against each sequence run alone, gradients of
+all nine inputs included."""
 
 import pytest
 import torch
 
 from modeling_hydra.ssd_torch import ssd_bidirectional_torch
-from packing_helpers import ids_from_lengths, oracle_per_sequence, relative_error, spans
-from test_ssd_oracle import random_ssd_inputs
+from packing_helpers import ids_from_lengths, relative_error, spans
+from ssd_oracle import random_ssd_inputs, ssd_oracle
 
 pytestmark = pytest.mark.usefixtures("single_thread")  # tiny shapes: threads only contend
 
@@ -69,7 +69,7 @@ def test_packed_ssd_equals_each_sequence_alone(layout, ngroups):
     row_lengths = LAYOUTS[layout]
     inputs = packed_inputs(row_lengths, ngroups)
     seq_idx = packed_ids(row_lengths)
-    expected = oracle_per_sequence(inputs, row_lengths)
+    expected = ssd_oracle(*inputs, seq_idx=seq_idx)
     assert expected.abs().max() > 1.0  # not degenerate
     cotangent = torch.randn(inputs[0].shape, dtype=torch.float64)
     for chunk_size in CHUNK_SIZES:
@@ -102,7 +102,7 @@ def test_sequence_ids_need_not_start_at_zero_nor_be_consecutive(chunk_size):
     inputs = packed_inputs(row_lengths, ngroups=2, seed=1)
     ids = torch.repeat_interleave(torch.tensor([5, 9, 10, 42], dtype=torch.int32), torch.tensor(row_lengths[0]))
     y = ssd_bidirectional_torch(*inputs, chunk_size, seq_idx=ids[None])
-    assert relative_error(y, oracle_per_sequence(inputs, row_lengths)) <= TOL
+    assert relative_error(y, ssd_oracle(*inputs, seq_idx=ids_from_lengths(row_lengths[0])[None])) <= TOL
 
 
 def test_the_oracle_sees_a_missing_boundary():
@@ -110,4 +110,5 @@ def test_the_oracle_sees_a_missing_boundary():
     fail)."""
     row_lengths = LAYOUTS["boundary inside a chunk"]
     inputs = packed_inputs(row_lengths, ngroups=1)
-    assert relative_error(ssd_bidirectional_torch(*inputs, 8), oracle_per_sequence(inputs, row_lengths)) > 1e-2
+    expected = ssd_oracle(*inputs, seq_idx=packed_ids(row_lengths))
+    assert relative_error(ssd_bidirectional_torch(*inputs, 8), expected) > 1e-2

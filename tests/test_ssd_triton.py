@@ -30,9 +30,9 @@ def test_triton_kernels_in_interpreter_match_torch_path():
 
 @needs_triton
 def test_gpu_check_dry_run(tmp_path):
-    """scripts/bench_kernels.py (what scripts/gpu_check.sh runs) end to end on CPU: every section runs and passes
+    """benchmarks/bench_kernels.py (what benchmarks/gpu_check.sh runs) end to end on CPU: every section runs and passes
     (correctness in float32 only, to keep the test short)."""
-    result = subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "bench_kernels.py"), "--dry-run",
+    result = subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / "bench_kernels.py"), "--dry-run",
                              "--dtypes", "float32", "--out-dir", str(tmp_path)], cwd=REPO_ROOT, env=INTERPRETER,
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, f"{result.stdout[-6000:]}\n{result.stderr[-3000:]}"

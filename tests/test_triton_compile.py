@@ -1,5 +1,5 @@
 """Every Triton SSD kernel, forward and backward, compiled for real GPU targets on this GPU-less machine (Triton's own
-compiler and the ptxas inside the triton wheel, through scripts/triton_compile_matrix.py): it compiles, its shared
+compiler and the ptxas inside the triton wheel, through benchmarks/triton_compile_matrix.py): it compiles, its shared
 memory fits the target's per-block limit, and ptxas reports zero bytes of register spills.
 
 A representative subset of the script's full matrix: hydra-base shapes (headdim 64, d_state 64, chunk 256, one
@@ -18,7 +18,7 @@ import pytest
 from conftest import REPO_ROOT
 
 PINNED_TRITON = "3.9.0"
-SCRIPT = REPO_ROOT / "scripts" / "triton_compile_matrix.py"
+SCRIPT = REPO_ROOT / "benchmarks" / "triton_compile_matrix.py"
 KERNELS = {"_chunk_cumsum_kernel", "_chunk_state_kernel", "_state_passing_kernel", "_chunk_cb_kernel",
            "_chunk_scan_kernel", "_chunk_state_grad_kernel", "_chunk_scan_bwd_dx_kernel", "_chunk_scan_bwd_db_kernel",
            "_chunk_scan_bwd_dc_kernel", "_chunk_cumsum_bwd_kernel"}

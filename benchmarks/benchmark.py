@@ -8,7 +8,7 @@ work), and peak memory of one step, each measured in a fresh subprocess as the g
 glibc's default allocator settings ("rss") and once with MALLOC_MMAP_THRESHOLD_=65536, which returns freed blocks to
 the system at once so that the peak counts live tensors only ("live"). Example:
 
-    python scripts/benchmark.py --pairs small base --lengths 128 512 2048 8192 --tokens 8192
+    python benchmarks/benchmark.py --pairs small base --lengths 128 512 2048 8192 --tokens 8192
 
 GLUE mode (`--glue`): fine-tuning as users run it. The stock transformers `Trainer` with `DataCollatorWithPadding`
 trains a sequence classifier from scratch on the first N sentences of a GLUE task's train.tsv (default: the
@@ -21,8 +21,8 @@ untimed warm-up of a few batches; no saving, logging, reporting or dataloader wo
 min-max, the ratio Hydra/BERT of the medians and the share of real (non-pad) tokens per batch. `--hydra_overrides`
 and `--variants` compare Hydra configurations in the same process:
 
-    python scripts/benchmark.py --glue
-    python scripts/benchmark.py --glue --variants default='{}' nounpad='{"unpad_inputs": false}' --json glue.json
+    python benchmarks/benchmark.py --glue
+    python benchmarks/benchmark.py --glue --variants default='{}' nounpad='{"unpad_inputs": false}' --json glue.json
 """
 
 import argparse

@@ -7,11 +7,11 @@ time, each with its share of the step's wall time (profiled) and milliseconds pe
 Trainer sees them, or, with `--random_lengths LO HI`, random token ids with lengths drawn uniformly from LO..HI,
 right-padded to the longest. A training step is what the Trainer runs: forward with labels, backward, and a step
 of the optimizer the Trainer builds by default (fused AdamW).
-Models are randomly initialized from a config (shared with scripts/benchmark.py's GLUE mode). Examples:
+Models are randomly initialized from a config (shared with benchmarks/benchmark.py's GLUE mode). Examples:
 
-    python scripts/profile_step.py --config configs/hydra-small.json configs/bert-small.json --eval
-    python scripts/profile_step.py --config configs/hydra-small.json --random_lengths 8 48
-    python scripts/profile_step.py --config hydra-base --overrides '{"unpad_inputs": false}' --batch_size 8
+    python benchmarks/profile_step.py --config configs/hydra-small.json configs/bert-small.json --eval
+    python benchmarks/profile_step.py --config configs/hydra-small.json --random_lengths 8 48
+    python benchmarks/profile_step.py --config hydra-base --overrides '{"unpad_inputs": false}' --batch_size 8
 """
 
 import argparse

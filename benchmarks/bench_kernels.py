@@ -19,11 +19,11 @@ the device takes part; one that does not is skipped with its reason in the notes
 
 On a GPU machine, from the source tree (nothing to install beyond torch, triton and transformers):
 
-    bash scripts/gpu_check.sh [OUT_DIR]
+    bash benchmarks/gpu_check.sh [OUT_DIR]
 
 Dry run on CPU, tiny shapes, Triton in its interpreter (proves the script runs; the times mean nothing):
 
-    python scripts/bench_kernels.py --dry-run --out-dir /tmp/bench
+    python benchmarks/bench_kernels.py --dry-run --out-dir /tmp/bench
 """
 
 import argparse

@@ -10,8 +10,8 @@ per-block limit, and there are zero bytes of spill stores and loads.
 The full matrix (targets sm_80/sm_90, headdim 64/128, d_state 64/128, chunk 128/256, ngroups 1/2, fp32/bf16/fp16,
 with and without seq_idx) takes long on a small CPU; split it over processes with --targets:
 
-    python scripts/triton_compile_matrix.py --targets 90 --json sm90.json --markdown sm90.md
-    python scripts/triton_compile_matrix.py --targets 80 --json sm80.json --markdown sm80.md
+    python benchmarks/triton_compile_matrix.py --targets 90 --json sm90.json --markdown sm90.md
+    python benchmarks/triton_compile_matrix.py --targets 80 --json sm80.json --markdown sm80.md
 
 Exit status 1 when any check fails. Spills depend on the Triton version: the numbers hold for the triton that
 `setup.py`'s [test] extra pins (3.9.0). tests/test_triton_compile.py runs a subset of this matrix.
