@@ -24,6 +24,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from .tracing import is_tracing
+
 # Elements of one tile of the Vandermonde / Cauchy kernels (rows * tile * L * heads * qk_dim).
 TILE_ELEMENTS = 1 << 22
 # The Vandermonde frequency scale: the authors' `eps = 1e-3`, omega = 2 pi eps.
@@ -32,7 +34,11 @@ CAUCHY_EPS = 1e-8
 
 
 def check_length(family: str, seqlen: int, max_len: int) -> None:
-    """Data-independent matrices (and Toeplitz) have `max_len` positions: refuse longer sequences."""
+    """Data-independent matrices (and Toeplitz) have `max_len` positions: refuse longer sequences (under tracing the
+    bound becomes a constraint of the captured graph)."""
+    if is_tracing():
+        torch._check(seqlen <= max_len)
+        return
     if seqlen > max_len:
         raise ValueError(f"The {family} matrix mixer has a fixed maximum length max_position_embeddings={max_len}, "
                          f"but got a sequence of {seqlen} tokens: truncate the inputs or raise "
@@ -43,8 +49,11 @@ def _row_tiles(fn, seqlen: int, per_row: int, *tensors) -> torch.Tensor:
     """Concatenate `fn(start, stop, *tensors)` over tiles of output rows [start, stop) along dim 1.
 
     `per_row`: elements one output row's kernel takes; tiles hold about TILE_ELEMENTS. When gradients are needed,
-    each tile is recomputed in the backward pass, so the stored activations stay O(L).
+    each tile is recomputed in the backward pass, so the stored activations stay O(L). Under tracing the tile count
+    may not depend on the shapes: one tile (O(L^2) memory).
     """
+    if is_tracing():
+        return fn(0, seqlen, *tensors)
     tile = max(1, min(seqlen, TILE_ELEMENTS // max(per_row, 1)))
     grad = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
     outs = []
@@ -74,7 +83,7 @@ class DenseMatrix(nn.Module):
         """v: (rows, L, nheads, headdim) -> std * M v, same shape."""
         seqlen = v.shape[1]
         check_length("dense", seqlen, self.max_len)
-        M = self.M[:, :seqlen, :seqlen].to(v.dtype)
+        M = self.M[:, :seqlen, :seqlen].to(v.dtype).contiguous()  # (contiguous: no size guard under export)
         return self.std * torch.einsum("hts,bshp->bthp", M, v)
 
 
@@ -173,7 +182,7 @@ class VandermondeMatrix(nn.Module):
         rows, seqlen, nheads, _ = v.shape
         if not self.data_dependent:
             check_length("vandermonde (DFT)", seqlen, self.max_len)
-            W = self.dft_matrix[:seqlen, :seqlen].to(v.dtype)
+            W = self.dft_matrix[:seqlen, :seqlen].to(v.dtype).contiguous()
             return self.std * torch.einsum("ts,bshp->bthp", W, v)
         y = _row_tiles(self._tile, seqlen, rows * seqlen * nheads * q.shape[-1], q, k, v)
         return self.std * y
@@ -289,8 +298,8 @@ class AttentionMatrix(nn.Module):
             q, k = q.transpose(1, 2), k.transpose(1, 2)  # (rows, nheads, L, qk_dim)
         else:
             check_length("attention", seqlen, self.max_len)
-            q = self.q_matrix[:, :seqlen].to(v.dtype).expand(rows, -1, -1, -1)  # (rows, nheads, L, qk_dim)
-            k = self.k_matrix[:, :seqlen].to(v.dtype).expand(rows, -1, -1, -1)
+            q = self.q_matrix[:, :seqlen].to(v.dtype).contiguous().expand(rows, -1, -1, -1)  # (rows, nheads, L, qk)
+            k = self.k_matrix[:, :seqlen].to(v.dtype).contiguous().expand(rows, -1, -1, -1)
         mask = None if keep is None else keep[:, None, None, :]  # (rows, 1, 1, L)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (rows, nheads, L, headdim)
         return y.transpose(1, 2)

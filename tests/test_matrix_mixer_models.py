@@ -179,3 +179,32 @@ def test_bfloat16_model_is_close_to_float32(family, dd, overrides):
         got = model.to(torch.bfloat16)(input_ids=ids, attention_mask=mask).logits.float()
     # bfloat16 keeps 8 bits: a few 1e-2 relative through two layers and the head
     assert ((got - expected)[mask.bool()].abs().max() / expected.abs().max()).item() < 0.1
+
+
+# Families whose data-independent (L, L) matrix is sliced to the length: they export at a fixed length.
+FIXED_LENGTH_EXPORT = {("dense", False), ("vandermonde", False), ("attention", False)}
+
+
+@pytest.mark.parametrize("family, dd, overrides", VARIANTS, ids=IDS)
+def test_torch_export_matches_eager(family, dd, overrides):
+    """torch.export with a dynamic batch (and length, up to max_position_embeddings, where the family allows) on a
+    padded batch; the program matches eager at real tokens for another batch."""
+    model = model_for(modeling_hydra.HydraModel, family, dd, overrides).float()
+    L = model.config.max_position_embeddings
+    dynamic_length = (family, dd) not in FIXED_LENGTH_EXPORT
+    dims = {0: torch.export.Dim("batch", min=1)}
+    if dynamic_length:
+        dims[1] = torch.export.Dim("seqlen", min=1, max=L)
+    ids = torch.randint(1, 64, (3, L))
+    mask = torch.ones_like(ids)
+    mask[1, -3:] = 0
+    mask[2, :2] = 0
+    with torch.no_grad():
+        program = torch.export.export(model, (), {"input_ids": ids, "attention_mask": mask},
+                                      dynamic_shapes={"input_ids": dims, "attention_mask": dims}).module()
+        other = torch.randint(1, 64, (2, L - 2 if dynamic_length else L))
+        other_mask = torch.ones_like(other)
+        other_mask[0, -2:] = 0
+        got = program(input_ids=other, attention_mask=other_mask).last_hidden_state
+        expected = model(input_ids=other, attention_mask=other_mask).last_hidden_state
+    assert (got - expected)[other_mask.bool()].abs().max() < 1e-5
