@@ -238,3 +238,19 @@ def test_config_refuses_invalid_combinations(kwargs, message):
 def test_config_accepts_the_authors_combinations(kwargs):
     config = HydraConfig(hidden_size=16, headdim=8, **kwargs)
     assert config.matrix_mixer_type == kwargs["matrix_mixer_type"]
+
+
+@pytest.mark.parametrize("family, dd, overrides", [v for v in VARIANTS if (v[0], v[1]) not in ANY_LENGTH],
+                         ids=[i for i, v in zip(IDS, VARIANTS) if (v[0], v[1]) not in ANY_LENGTH])
+def test_shorter_sequences_equal_right_padding_to_the_fixed_length(family, dd, overrides):
+    """A fixed-length mixer on L < max_len tokens gives what it gives them right-padded to max_len with a mask."""
+    mixer = build_mixer(family, dd, overrides)
+    mixer.config.unpad_inputs = False
+    Lmax = max_len_of(mixer)
+    u = torch.randn(2, Lmax - 4, 16, dtype=torch.float64)
+    short = mixer(u, make_plan(mixer, 2, Lmax - 4))
+    padded = torch.cat([u, torch.randn(2, 4, 16, dtype=torch.float64)], dim=1)
+    mask = torch.zeros(2, Lmax, dtype=torch.bool)
+    mask[:, :Lmax - 4] = True
+    plan = dataclasses.replace(make_plan(mixer, 2, Lmax, attention_mask=mask), tracing=True)  # full-width rows
+    assert relative(mixer(padded, plan)[:, :Lmax - 4], short) < TOL
