@@ -135,7 +135,6 @@ class MatrixMixer(nn.Module):
         self.conv_dim = sum(self.stream.values())
         self.extra = extra
         self.silu_all = not (self.data_dependent and self.family in RAW_QK)
-        self.recompute = config.mixer_recompute
         self.in_proj = nn.Linear(self.hidden_size, self.d_inner + self.conv_dim + extra, bias=config.proj_bias)
         self.conv1d = nn.Conv1d(self.conv_dim, self.conv_dim, kernel_size=config.d_conv, groups=self.conv_dim,
                                 padding=config.d_conv // 2, bias=config.conv_bias)
