@@ -8,8 +8,9 @@ MatrixMixer (in_proj, conv, family, gated norm, out_proj) runs
   - "materialized": the same weights with M built as the authors build it: (batch, heads, L, L) matrices, and for
     Vandermonde and Cauchy dd the (batch, heads, qk, L, L) / (batch, heads, L, L, qk) kernel tensors,
 forward (no grad) and forward+backward. Peak memory: on CUDA `torch.cuda.max_memory_allocated` over the cell (cells
-run in this process); on CPU each cell runs in a process of its own and reports the growth of its resident-set
-high-water mark (VmHWM) over its size before the first run (so it includes allocator slack). Times are the median of --repeats after
+run in this process); on CPU each cell runs in a process of its own (glibc's mmap threshold at 64 KiB, so freed
+blocks go back to the system) and reports the growth of its resident-set high-water mark (VmHWM) over its size
+before the first run. Times are the median of --repeats after
 --warmup runs. A cell whose materialized tensors would exceed --max-materialized-gb is skipped (reported as such).
 Both paths' outputs are compared (relative max difference) as a sanity check.
 
@@ -238,7 +239,9 @@ def run_isolated(variant, L, path, mode, opts):
         result_file = Path(folder) / "cell.pt"
         request = json.dumps(dict(variant=list(variant), L=L, path=path, mode=mode, opts=opts,
                                   result=str(result_file)))
-        subprocess.run([sys.executable, __file__, "--cell", request], check=True)
+        # glibc returns freed blocks of 64 KiB and more to the system: the resident set then follows live memory
+        env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
+        subprocess.run([sys.executable, __file__, "--cell", request], check=True, env=env)
         return torch.load(result_file)
 
 
