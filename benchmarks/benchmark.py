@@ -53,7 +53,7 @@ from transformers import __version__ as transformers_version
 from transformers.utils import logging
 
 from configuration_hydra import HydraConfig
-from hydra_glue import get_glue_task, load_glue_directory
+from hydra_transformers.glue import get_glue_task, load_glue_directory
 from modeling_hydra import HydraForSequenceClassification, HydraModel
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -433,9 +433,11 @@ def run_encoder_benchmark(args):
     torch.manual_seed(0)
     rate = matmul_rate()
     print(f"# torch {torch.__version__}, {args.threads} threads, fp32 matmul rate {rate / 1e9:.1f} GFLOP/s")
-    mem_head = "" if args.no_memory else (" hydra rss MB | bert rss MB | ratio | hydra live MB | bert live MB |"
-                                           " ratio |")
-    print("| pair | mode | L x batch | hydra tok/s | bert tok/s | ratio | hydra mm-frac | bert mm-frac |" + mem_head)
+    # the columns of BENCHMARKS.md's table (which adds a "run" column after "mode")
+    mem_head = "" if args.no_memory else (" Hydra peak MB (rss) | BERT (rss) | rss ratio | Hydra peak MB (live) |"
+                                           " BERT (live) | live ratio |")
+    print("| pair | L x batch | mode | Hydra tok/s | BERT tok/s | Hydra/BERT | Hydra % of matmul rate | BERT % |"
+          + mem_head)
     print("|---" * (8 if args.no_memory else 14) + "|")
     rows = []
     for pair in args.pairs:
@@ -472,9 +474,9 @@ def run_encoder_benchmark(args):
                     mem = (f" | {row['hydra_rss_mb']:6.0f} | {row['bert_rss_mb']:6.0f} | {row['rss_ratio']:5.2f}"
                            f" | {row['hydra_live_mb']:6.0f} | {row['bert_live_mb']:6.0f} | {row['live_ratio']:5.2f}")
                 rows.append(row)
-                print(f"| {pair:5s} | {mode:7s} | {seqlen:5d} x {batch:3d} | {row['hydra_tok_s']:9.0f} | "
-                      f"{row['bert_tok_s']:9.0f} | {row['ratio']:5.2f} | {row['hydra_mm_frac']:5.2f} | "
-                      f"{row['bert_mm_frac']:5.2f}{mem} |", flush=True)
+                print(f"| {pair:5s} | {seqlen:5d} x {batch:3d} | {mode:7s} | {row['hydra_tok_s']:9.0f} | "
+                      f"{row['bert_tok_s']:9.0f} | {row['ratio']:5.2f} | {row['hydra_mm_frac']:4.0%} | "
+                      f"{row['bert_mm_frac']:4.0%}{mem} |", flush=True)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)

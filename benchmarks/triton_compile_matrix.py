@@ -13,8 +13,8 @@ with and without seq_idx) takes long on a small CPU; split it over processes wit
     python benchmarks/triton_compile_matrix.py --targets 90 --json sm90.json --markdown sm90.md
     python benchmarks/triton_compile_matrix.py --targets 80 --json sm80.json --markdown sm80.md
 
-Exit status 1 when any check fails. Spills depend on the Triton version: the numbers hold for the triton that
-`setup.py`'s [test] extra pins (3.9.0). tests/test_triton_compile.py runs a subset of this matrix.
+Exit status 1 when any check fails. Spills depend on the Triton version: the numbers hold for the triton of
+.ci/pinned.txt (3.9.0). tests/test_triton_compile.py runs a subset of this matrix.
 """
 
 from __future__ import annotations

@@ -11,8 +11,12 @@ repository and a README.md model card generated from model_cards/.
 
 --overwrite replaces only a folder that holds a previous conversion, and never in place: the new folder is built
 beside it and swapped in when complete (convert/output_folder.py), so a kill at any point leaves the old or the new
-folder. The file imports this project's packages by their names (configuration_hydra, modeling_hydra, convert,
-model_cards), so it runs as a script and as `convert.convert_original_checkpoint` once the project is installed.
+folder. A previous conversion is recognized by the marker file the converter writes last (CONVERSION_MARKER: the
+converter's name, a format version and the sha256 of every file it wrote), never by file names: a folder written
+by `save_pretrained`, or one holding a file the marker does not list or a listed file that was changed, is refused.
+The file imports this project's packages by their installed names (configuration_hydra, modeling_hydra,
+hydra_transformers.convert, hydra_transformers.model_cards), so it runs as a script and as
+`hydra_transformers.convert.convert_original_checkpoint` once the project is installed.
 """
 
 import argparse
@@ -28,20 +32,20 @@ from pathlib import Path
 import torch
 import yaml
 from safetensors.torch import load_file
-from transformers.dynamic_module_utils import get_relative_import_files
 from transformers.utils import logging as hf_logging
 
 from configuration_hydra import HydraConfig
-from convert.output_folder import recover_interrupted_run, replace_folder
-from model_cards.generate_model_card import read_results, render_model_card
+from hydra_transformers.convert.output_folder import recover_interrupted_run, replace_folder
+from hydra_transformers.model_cards.generate_model_card import read_results, render_model_card
 from modeling_hydra import HydraForMaskedLM, HydraForSequenceClassification
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_TOKENIZER_DIR = REPO_ROOT / "assets" / "tokenizer" / "bert-base-uncased"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
-# Files of a converted folder besides the remote code; --overwrite replaces only folders made of these.
-CONVERTED_FILES = ("config.json", "model.safetensors", "model.safetensors.index.json", "README.md", *TOKENIZER_FILES)
-WEIGHT_SHARD = re.compile(r"model-\d{5}-of-\d{5}\.safetensors")
+# The marker a conversion writes last into its folder; --overwrite replaces only folders that it describes exactly.
+CONVERSION_MARKER = "hydra_conversion.json"
+MARKER_WRITER = "hydra-transformers convert_original_checkpoint"
+MARKER_FORMAT = 1
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 # Fields of the original config (a BertConfig subclass) that a flag can override: name -> (type, help).
@@ -499,33 +503,39 @@ def build_converted_model(config: HydraConfig, task: str, state: dict, dtype: to
 # ------------------------------------------------------------------------------------------------------ output
 
 
-def _remote_code_files(folder: Path, config: dict) -> set:
-    """Names of the remote-code files of a saved folder: the modules of its auto_map and what they import."""
-    names = set()
-    for reference in (config.get("auto_map") or {}).values():
-        if not isinstance(reference, str):
-            continue
-        module_file = folder / f"{reference.split('--')[-1].split('.')[0]}.py"
-        if module_file.is_file():
-            try:
-                names |= {module_file.name, *(Path(f).name for f in get_relative_import_files(module_file))}
-            except (OSError, ValueError):
-                continue
-    return names
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_conversion_marker(folder: Path):
+    """Record in `folder` that the converter wrote it: the sha256 of every file it holds (call it last)."""
+    files = {p.name: sha256_of(p) for p in sorted(folder.iterdir()) if p.name != CONVERSION_MARKER}
+    marker = {"written_by": MARKER_WRITER, "format": MARKER_FORMAT, "files": files}
+    (folder / CONVERSION_MARKER).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
 
 
 def foreign_entries(folder: Path) -> list:
-    """Names of the entries of `folder` that a conversion does not write; all of them without a Hydra config.json."""
-    entries = sorted(folder.iterdir())
+    """Names of the entries of `folder` that no previous conversion wrote as they are now: every entry when the
+    folder has no valid conversion marker; else the entries the marker does not list (or lists with another
+    sha256, or that are not plain files) and the listed files that are missing."""
+    entries = {p.name: p for p in sorted(folder.iterdir())}
     try:
-        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        marker = json.loads((folder / CONVERSION_MARKER).read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        config = None
-    if not isinstance(config, dict) or config.get("model_type") != "hydra":
-        return [p.name for p in entries]
-    known = {*CONVERTED_FILES, *_remote_code_files(folder, config)}
-    return [p.name for p in entries
-            if p.is_symlink() or not p.is_file() or not (p.name in known or WEIGHT_SHARD.fullmatch(p.name))]
+        marker = None
+    marker_path = entries.get(CONVERSION_MARKER)
+    if (not isinstance(marker, dict) or marker.get("written_by") != MARKER_WRITER
+            or marker.get("format") != MARKER_FORMAT or not isinstance(marker.get("files"), dict)
+            or marker_path is None or marker_path.is_symlink()):
+        return list(entries)
+    listed = marker["files"]
+    foreign = [name for name, path in entries.items() if name != CONVERSION_MARKER and (
+        name not in listed or path.is_symlink() or not path.is_file() or sha256_of(path) != listed[name])]
+    return foreign + [f"{name} (missing)" for name in listed if name not in entries]
 
 
 def check_output_dir(output_dir: Path, overwrite: bool, inputs: dict):
@@ -542,23 +552,17 @@ def check_output_dir(output_dir: Path, overwrite: bool, inputs: dict):
     foreign = foreign_entries(output_dir)
     if foreign:
         note = " (--overwrite replaces only a folder written by this converter)" if overwrite else ""
-        raise ConversionError(f"--output_dir {output_dir} is not empty and is not a previous conversion: it holds "
-                              f"{_listed(foreign)}. Choose another folder{note}.")
+        raise ConversionError(f"--output_dir {output_dir} is not empty and is not a previous conversion as this "
+                              f"converter wrote it ({CONVERSION_MARKER}): it holds {_listed(foreign)}. Choose another "
+                              f"folder{note}.")
     if not overwrite:
         raise ConversionError(f"--output_dir {output_dir} holds a previous conversion; pass --overwrite to replace it, "
                               "or choose another folder.")
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def write_model_folder(folder: Path, model, tokenizer_dir: Path, card_fields: dict):
-    """save_pretrained (config, weights, remote code), the tokenizer files and the README.md model card."""
+    """save_pretrained (config, weights, remote code), the tokenizer files, the README.md model card and, last, the
+    conversion marker."""
     model.save_pretrained(folder)
     saved = load_file(folder / "model.safetensors")
     for key, tensor in model.state_dict().items():  # self-check of what was written (the weights are finite)
@@ -568,6 +572,7 @@ def write_model_folder(folder: Path, model, tokenizer_dir: Path, card_fields: di
         shutil.copyfile(tokenizer_dir / name, folder / name)
     card = render_model_card(folder, **card_fields)
     (folder / "README.md").write_text(card, encoding="utf-8")
+    write_conversion_marker(folder)
 
 
 def convert_original_checkpoint(checkpoint, output_dir, *, original_config=None, overrides=None,

@@ -1,18 +1,23 @@
-"""What scripts/run_glue.py and scripts/run_mlm.py share: model arguments, argument parsing, logging, resuming,
-loading of the model and tokenizer, and the Hub check of --push_to_hub."""
+"""What scripts/run_glue.py and scripts/run_mlm.py share: model arguments, argument parsing, logging, the claim on
+--output_dir, resuming, loading of the model and tokenizer, the training plan, the Hub check of --push_to_hub, and
+the command-line entry point that reports input errors in one line."""
 
+import contextlib
 import json
 import logging
+import math
 import os
 import re
+import struct
 import sys
+import time
 from dataclasses import dataclass, field
 
 import datasets
 import huggingface_hub
 import transformers
 from huggingface_hub.errors import HfHubHTTPError
-from transformers import AutoTokenizer, HfArgumentParser, PreTrainedConfig, TrainingArguments, set_seed
+from transformers import AutoTokenizer, HfArgumentParser, PreTrainedConfig, TrainerCallback, TrainingArguments, set_seed
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from transformers.utils import CONFIG_NAME
 
@@ -22,6 +27,11 @@ from .model_loading import build_model, load_config
 WEIGHTS_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                  "pytorch_model.bin.index.json", "adapter_model.safetensors", "adapter_model.bin")
 TRAINER_STATE_FILE = "trainer_state.json"
+# Held (flock) by the run writing to --output_dir; "_"-prefixed names are not uploaded by the Trainer's push_to_hub.
+LOCK_FILE = "_run.lock"
+# Errors that mean the user's input is wrong; the command line reports them in one line while no training has started.
+INPUT_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
+_progress = {"training_started": False}
 
 
 class HubUnavailableError(RuntimeError):
@@ -52,6 +62,27 @@ class ModelArguments:
         "help": "Re-initialize checkpoint weights whose shapes differ (e.g. a head with another number of labels)."})
     overwrite_output_dir: bool = field(default=False, metadata={
         "help": "Train from scratch even if --output_dir holds checkpoints (otherwise resume from the last)."})
+
+
+def run_command_line(main, script_name: str):
+    """Run `main()` as a command: an input error (INPUT_ERRORS) raised before training starts, or a Hub problem,
+    prints `<script>: error: <message>` on one line and exits with 2; anything later keeps its traceback."""
+    _progress["training_started"] = False
+    try:
+        main()
+    except HubUnavailableError as error:
+        sys.exit(f"{script_name}: {error}")
+    except INPUT_ERRORS as error:
+        if _progress["training_started"]:
+            raise
+        message = " ".join(str(error).split()) or type(error).__name__
+        print(f"{script_name}: error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
+def training_starts():
+    """Mark that the inputs were accepted: from now on errors are not the user's input and keep their traceback."""
+    _progress["training_started"] = True
 
 
 def start_script(data_arguments_class, argv, logger: logging.Logger):
@@ -136,6 +167,96 @@ def check_distributed_launch(training_args):
                          "gloo), or launch with `accelerate launch --cpu`.")
 
 
+@contextlib.contextmanager
+def output_dir_claimed(training_args):
+    """Hold --output_dir for this run: create it, check that it is writable (before anything is trained), and lock
+    it against a second run writing to it at the same time (ValueError naming the other process). Only the first
+    process of a multi-process run holds the lock; the lock is released at exit from the block."""
+    output_dir = training_args.output_dir
+    try:
+        os.makedirs(output_dir, exist_ok=True)
+    except OSError as error:
+        raise ValueError(f"--output_dir {output_dir} cannot be created: {error.strerror}") from None
+    if not os.path.isdir(output_dir):
+        raise ValueError(f"--output_dir {output_dir} is a file, not a folder")
+    lock_path = os.path.join(output_dir, LOCK_FILE)
+    try:
+        lock = open(lock_path, "a+", encoding="utf-8")
+    except OSError as error:
+        raise ValueError(f"--output_dir {output_dir} is not writable ({error.strerror}); choose another folder or "
+                         "fix its permissions") from None
+    with lock:
+        if training_args.process_index == 0:
+            _lock_exclusively(lock, output_dir)
+        yield
+
+
+def _lock_exclusively(lock, output_dir: str):
+    """flock `lock` (POSIX; elsewhere nothing is locked) and write this process's id into it."""
+    try:
+        import fcntl
+    except ImportError:
+        return
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        holder = lock.read().strip() or "unknown"
+        raise ValueError(f"--output_dir {output_dir} is in use by another run (process {holder}); wait for it to "
+                         "finish, or choose another --output_dir") from None
+    lock.seek(0)
+    lock.truncate()
+    lock.write(f"{os.getpid()}\n")
+    lock.flush()
+
+
+def safetensors_problem(path: str) -> str | None:
+    """What is wrong with the .safetensors file at `path` (truncated, not safetensors), or None. Reads only the
+    header: the file must be as long as the header says its tensors are."""
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            prefix = f.read(8)
+            if len(prefix) < 8:
+                return f"{os.path.basename(path)} is truncated ({size} bytes)"
+            (header_size,) = struct.unpack("<Q", prefix)
+            if header_size > size - 8:
+                return f"{os.path.basename(path)} is truncated or not a safetensors file ({size} bytes)"
+            header = json.loads(f.read(header_size))
+    except (ValueError, UnicodeDecodeError):
+        return f"{os.path.basename(path)} is not a safetensors file (unreadable header)"
+    ends = [entry["data_offsets"][1] for name, entry in header.items() if name != "__metadata__"]
+    if 8 + header_size + max(ends, default=0) > size:
+        return f"{os.path.basename(path)} is truncated ({size} bytes, its header describes " \
+               f"{8 + header_size + max(ends)})"
+    return None
+
+
+def check_model_folder(folder: str | None, flag: str = "--model_name_or_path"):
+    """ValueError naming the file when a local model folder's model.safetensors is truncated or damaged."""
+    if folder is None or not os.path.isdir(folder):
+        return
+    weights = os.path.join(folder, "model.safetensors")
+    if os.path.isfile(weights):
+        problem = safetensors_problem(weights)
+        if problem is not None:
+            raise ValueError(f"{flag} {folder}: {problem}; the checkpoint was not written completely (a run "
+                             "stopped while saving it?)")
+
+
+def check_local_path(value: str | None, flag: str):
+    """ValueError at once when `value` looks like a local path (starts with '.', '/' or '~', names a .json file, has
+    more than one '/', or its first folder exists here) but does not exist; otherwise transformers would take it for
+    a Hub id and fail only after trying to reach huggingface.co."""
+    if value is None or os.path.exists(os.path.expanduser(value)):
+        return
+    first_folder = value.split("/")[0]
+    if (value.startswith((".", "/", "~")) or value.endswith(".json") or value.count("/") > 1
+            or ("/" in value and os.path.isdir(first_folder))):
+        raise ValueError(f"{flag} {value}: no such file or folder (it looks like a local path, so it was not looked "
+                         "up on the Hugging Face Hub)")
+
+
 def checkpoint_problem(folder: str) -> str | None:
     """What is missing from the Trainer checkpoint `folder` (None when it is complete). The Trainer writes
     trainer_state.json last, so a run killed while saving leaves a folder without it (or with a truncated one)."""
@@ -149,6 +270,9 @@ def checkpoint_problem(folder: str) -> str | None:
         return f"{TRAINER_STATE_FILE} is truncated or corrupt"
     if not any(os.path.isfile(os.path.join(folder, name)) for name in WEIGHTS_FILES):
         return "no model weights"
+    weights = os.path.join(folder, "model.safetensors")
+    if os.path.isfile(weights):
+        return safetensors_problem(weights)
     return None
 
 
@@ -205,6 +329,9 @@ def load_model_and_tokenizer(model_args, head: str, **config_kwargs):
 
     Raises ValueError before anything is trained when the model type has no such head or no tokenizer is given.
     """
+    for flag in ("model_name_or_path", "config_name", "tokenizer_name"):
+        check_local_path(getattr(model_args, flag), f"--{flag}")
+    check_model_folder(model_args.model_name_or_path)
     hub_kwargs = dict(cache_dir=model_args.cache_dir, revision=model_args.model_revision, token=model_args.token)
     config = load_config(model_args.config_name or model_args.model_name_or_path, model_args.model_type,
                          model_args.config_overrides, model_args.trust_remote_code, hub_kwargs, **config_kwargs)
@@ -235,3 +362,72 @@ def select_first(dataset, limit: int | None, description: str):
     if len(selected) == 0:
         raise ValueError(f"{description} has no examples" + ("" if limit is None else f" (of the first {limit})"))
     return selected
+
+
+def resumed_step(checkpoint: str | None) -> int:
+    """The global step saved in the Trainer checkpoint `checkpoint` (0 without one)."""
+    if checkpoint is None:
+        return 0
+    with open(os.path.join(checkpoint, TRAINER_STATE_FILE), encoding="utf-8") as f:
+        return int(json.load(f).get("global_step") or 0)
+
+
+def planned_steps(trainer, train_dataset) -> int:
+    """The number of optimizer steps trainer.train() will take in all (max_steps, else the epochs' steps)."""
+    args = trainer.args
+    if args.max_steps > 0:
+        return args.max_steps
+    per_step = args.per_device_train_batch_size * max(args.world_size, 1)
+    batches = math.ceil(len(train_dataset) / per_step) if not args.dataloader_drop_last else \
+        len(train_dataset) // per_step
+    return max(math.ceil(args.num_train_epochs * math.ceil(batches / args.gradient_accumulation_steps)), 1)
+
+
+class TrainingPlanCallback(TrainerCallback):
+    """Says at the start how many steps the run takes (and from where it resumes), and after the first steps
+    (some seconds) how long the rest will take, measured at that point."""
+
+    def __init__(self, logger: logging.Logger, total_steps: int, first_step: int, examples: int, report_after=10.0):
+        self.logger, self.total, self.first, self.examples = logger, total_steps, first_step, examples
+        self.report_after, self.start, self.reported = report_after, None, False
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        resumed = f", resuming at step {self.first}" if self.first else ""
+        self.logger.warning(f"Training {self.total} steps ({self.examples} examples, {args.num_train_epochs:g} "
+                            f"epoch(s) unless --max_steps, batch {args.per_device_train_batch_size} per device"
+                            f"{resumed}); an estimate of the time follows after the first steps.")
+        self.start = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        elapsed = time.perf_counter() - self.start
+        done = state.global_step - self.first
+        if self.reported or done <= 0 or (elapsed < self.report_after and state.global_step < self.total):
+            return
+        self.reported = True
+        left = elapsed / done * (self.total - state.global_step)
+        self.logger.warning(f"Estimated time: {_duration(left)} for the remaining {self.total - state.global_step} "
+                            f"steps ({elapsed / done:.2f} s per step so far).")
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min" if seconds < 5400 else \
+        f"{seconds / 3600:.1f} h"
+
+
+def train_and_save(trainer, train_dataset, checkpoint: str | None, logger: logging.Logger):
+    """trainer.train (from `checkpoint` when resuming), then save the model, metrics and state. A checkpoint that
+    already holds every planned step is not trained again: the run says so instead of logging a loss of 0.0 over a
+    bar of 0 steps."""
+    total, first = planned_steps(trainer, train_dataset), resumed_step(checkpoint)
+    if first >= total:
+        logger.warning(f"{checkpoint} already completed all {total} planned steps: nothing left to train. Pass "
+                       "--overwrite_output_dir (or another --output_dir) to train afresh, or a larger --max_steps / "
+                       "--num_train_epochs to continue.")
+        return
+    trainer.add_callback(TrainingPlanCallback(logger, total, first, len(train_dataset)))
+    train_result = trainer.train(resume_from_checkpoint=checkpoint)
+    metrics = dict(train_result.metrics, train_samples=len(train_dataset))
+    trainer.save_model()  # and the tokenizer
+    trainer.log_metrics("train", metrics)
+    trainer.save_metrics("train", metrics)
+    trainer.save_state()

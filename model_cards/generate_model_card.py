@@ -10,14 +10,18 @@ read from config.json, the parameter count from model.safetensors, and evaluatio
     {"source": "how and where they were measured (command, date, hardware)",
      "results": [{"task": "SST-2", "metric": "accuracy", "value": 0.912, "split": "dev"}, ...]}
 
-(`split` is optional; `{"SST-2": {"accuracy": 0.912}, ...}` is accepted as well). Standard library only.
+(`split` is optional; `{"SST-2": {"accuracy": 0.912}, ...}` is accepted as well); every value must be a finite
+number. The card is written atomically (a temporary file in the folder, then renamed over README.md): a README.md
+that is a symlink is replaced by the new file, never written through. Standard library only.
 """
 
 import argparse
 import json
 import math
+import os
 import struct
 import sys
+import tempfile
 from pathlib import Path
 from string import Template
 
@@ -80,6 +84,9 @@ def read_results(path) -> dict:
             raise ValueError(f"{path}: each result needs 'task', 'metric' and 'value', got {row!r}")
         if not isinstance(row["value"], (int, float)) or isinstance(row["value"], bool):
             raise ValueError(f"{path}: the value of {row['task']} {row['metric']} is not a number: {row['value']!r}")
+        if not math.isfinite(row["value"]):
+            raise ValueError(f"{path}: the value of {row['task']} {row['metric']} is not finite: {row['value']!r}; "
+                             "a model card holds measured numbers only")
     return {"source": str(source), "results": rows}
 
 
@@ -140,6 +147,26 @@ def render_model_card(model_dir, model_id: str, license: str = "mit", source: st
     )
 
 
+def write_model_card(model_dir, card: str) -> Path:
+    """Write `card` to model_dir/README.md atomically; a README.md symlink is replaced, its target left alone."""
+    path = Path(model_dir) / "README.md"
+    fd, tmp = tempfile.mkstemp(prefix=".README.md.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(card)
+            f.flush()
+            os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes the file private; give it a plain file's permissions
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="Write README.md, the model card of a converted Hydra folder.")
     parser.add_argument("--model_dir", required=True, help="converted folder (config.json, model.safetensors)")
@@ -153,10 +180,10 @@ def main(argv=None) -> int:
     try:
         results = read_results(args.results) if args.results else None
         card = render_model_card(args.model_dir, args.model_id, args.license, args.source, results)
+        write_model_card(args.model_dir, card)
     except (OSError, ValueError, KeyError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    (Path(args.model_dir) / "README.md").write_text(card, encoding="utf-8")
     return 0
 
 

@@ -201,10 +201,18 @@ def ssd_bidirectional_torch(x, dt_f, dt_b, A, B_f, C_f, B_b, C_b, diag, chunk_si
     keep = bounds.pair_keep if bounds is not None else (idx[:, None] != idx[None, :]).to(dtype)
     col_f = torch.log(dt_fc.clamp(min=_LOG_DT_FLOOR)) - cum_f  # (b, T, H, Q)
     col_b = torch.log(dt_bc.clamp(min=_LOG_DT_FLOOR)) + cumx_b
-    seg = torch.lerp(col_b[..., None, :] - cum_b[..., :, None], cumx_f[..., :, None] + col_f[..., None, :], lower)
-    CB = torch.lerp(C_bc @ Bt_b, C_fc @ Bt_f, lower) * keep  # (b, T, G, Q, Q)
+    upper_seg = col_b[..., None, :] - cum_b[..., :, None]  # (b, T, H, Q, Q) exponents of s > t
+    lower_seg = cumx_f[..., :, None] + col_f[..., None, :]  # ... of s < t
     hpg = nheads // ngroups
-    M = (_exp(seg, upper=True).view(batch, T, ngroups, hpg, Q, Q) * CB[:, :, :, None]).view(batch, T, nheads, Q, Q)
+    inputs = (x, dt_f, dt_b, A, B_f, C_f, B_b, C_b, diag)
+    if torch.is_grad_enabled() and any(t.requires_grad for t in inputs):
+        CB = torch.lerp(C_bc @ Bt_b, C_fc @ Bt_f, lower) * keep  # (b, T, G, Q, Q)
+        M = _exp(torch.lerp(upper_seg, lower_seg, lower), upper=True)
+        M = (M.view(batch, T, ngroups, hpg, Q, Q) * CB[:, :, :, None]).view(batch, T, nheads, Q, Q)
+    else:  # the same chain in place: one (b, T, H, Q, Q) buffer instead of six (inference)
+        CB = (C_bc @ Bt_b).lerp_(C_fc @ Bt_f, lower).mul_(keep)
+        M = upper_seg.lerp_(lower_seg, lower).clamp_(min=_EXP_FLOOR, max=_EXP_CAP).exp_()
+        M.view(batch, T, ngroups, hpg, Q, Q).mul_(CB[:, :, :, None])
     y = torch.addcmul(M @ x_h, x_h, diag_c[..., None])  # (b, T, H, Q, P)
     if not is_tracing() and T == 1:  # one chunk per row: no state to pass (a traced graph must serve any length)
         return _from_chunks(y, seqlen, x.dtype)

@@ -25,10 +25,16 @@ graph takes).
 """
 
 import argparse
+import contextlib
 import functools
+import logging as py_logging
+import math
+import os
 import statistics
+import tempfile
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -76,6 +82,34 @@ class OnnxSignature(nn.Module):
         outputs = self.model(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
                              return_dict=True)
         return tuple(outputs[name] for name in self.output_names)
+
+
+def check_output_path(checkpoint: str, output: str) -> Path:
+    """The path to write `output` to (its folder resolved, its name kept: a symlink there is replaced, never written
+    through); CheckpointError when that could destroy an input: an existing file inside the checkpoint folder, the
+    checkpoint's config .json, or a folder."""
+    given = Path(os.path.normpath(os.path.abspath(output)))
+    target = given.parent.resolve() / given.name
+    source = Path(checkpoint)
+    if target.is_dir():
+        raise CheckpointError(f"--output {output} is a folder; give the path of the .onnx file to write")
+    if source.is_file() and target.resolve() == source.resolve():
+        raise CheckpointError(f"--output {output} is the input {checkpoint}; choose another path")
+    if source.is_dir() and os.path.lexists(target) and source.resolve() in target.parents:
+        raise CheckpointError(f"--output {output} would replace the file {target.name} of the checkpoint folder "
+                              f"{checkpoint}; choose a path that does not exist there, or one outside it")
+    return target
+
+
+def tolerance(text: str) -> float:
+    """argparse type of --atol: a finite number >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
+    return value
 
 
 def _first_line(error: Exception) -> str:
@@ -164,6 +198,25 @@ def sample_batches(tokenizer, config, multiple_choice: bool, seed: int) -> list[
     return batches
 
 
+@contextlib.contextmanager
+def exporter_notes_hidden(hidden: bool = True):
+    """Hide the exporter's notes (Python warnings and the torch.onnx log below errors) unless `hidden` is False:
+    torch prints a dozen of them for every export (optional torchvision ops, dynamic-axis renames, deprecations),
+    none about this graph's correctness, which the parity check establishes."""
+    if not hidden:
+        yield
+        return
+    onnx_logger = py_logging.getLogger("torch.onnx")
+    level = onnx_logger.level
+    onnx_logger.setLevel(py_logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        onnx_logger.setLevel(level)
+
+
 def export(model: nn.Module, output: Path, multiple_choice: bool, optimize: bool = True,
            opset: int | None = None) -> list[str]:
     """Write `model` as an ONNX graph with dynamic batch, sequence (and choices) to `output`; returns the names of
@@ -179,8 +232,27 @@ def export(model: nn.Module, output: Path, multiple_choice: bool, optimize: bool
                                     input_names=list(INPUT_NAMES), output_names=output_names,
                                     dynamic_shapes=(dims,) * len(INPUT_NAMES), dynamo=True, optimize=optimize,
                                     opset_version=opset, verbose=False)
-    program.save(str(output))
+    save_atomically(program, output)
     return output_names
+
+
+def save_atomically(program, output: Path):
+    """Save the ONNX program to a temporary file beside `output`, then rename it to `output` (a file or symlink
+    there is replaced, never written through); nothing is left behind on a failure."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
+    os.close(fd)
+    try:
+        program.save(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes the file private; give it a plain file's permissions
+        os.replace(tmp, output)
+    except BaseException:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+        raise
 
 
 def onnx_session(path: Path, threads: int):
@@ -210,8 +282,13 @@ def max_differences(session, model: nn.Module, batches: list[dict]) -> dict[str,
             difference = np.abs(value - eager[name].numpy())
             if name in per_token:  # real tokens only
                 difference = difference[mask]
-            worst[name] = max(worst[name], float(difference.max()))
+            worst[name] = float(np.max([worst[name], difference.max()]))  # NaN propagates (Python's max drops it)
     return worst
+
+
+def within_tolerance(differences: dict[str, float], atol: float) -> bool:
+    """Whether every difference is at most `atol`; a NaN difference never is."""
+    return all(difference <= atol for difference in differences.values())
 
 
 def _seconds(run) -> float:
@@ -259,12 +336,15 @@ def parse_args(argv=None):
     parser.add_argument("--output", default="model.onnx", help="path of the ONNX file (default: model.onnx)")
     parser.add_argument("--task", default="auto", choices=["auto", *TASKS],
                         help="head to export; auto: the config's architectures (default: auto)")
-    parser.add_argument("--atol", type=float, default=1e-4, help="largest accepted |onnxruntime - eager| (1e-4)")
+    parser.add_argument("--atol", type=tolerance, default=1e-4,
+                        help="largest accepted |onnxruntime - eager|, a finite number >= 0 (1e-4)")
     parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's choice)")
     parser.add_argument("--no-optimize", dest="optimize", action="store_false",
                         help="skip onnxscript's graph optimization (faster export, larger graph)")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads of PyTorch and onnxruntime (2)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the sample ids (and of a config's weights)")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show the exporter's warnings and the weight-loading progress bar (hidden by default)")
     parser.add_argument("--benchmark", action="store_true", help="time onnxruntime against eager PyTorch on CPU")
     parser.add_argument("--bench-batch", type=int, default=32, help="rows per benchmark batch (32)")
     parser.add_argument("--bench-lengths", type=int, nargs="+", default=[64, 128],
@@ -275,7 +355,20 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    bars = logging.is_progress_bar_enabled()
+    if not args.verbose:
+        logging.disable_progress_bar()
     try:
+        return run(args)
+    finally:
+        if bars:
+            logging.enable_progress_bar()
+
+
+def run(args) -> int:
+    """main() after parsing: export, check parity, benchmark; the exit status."""
+    try:
+        output = check_output_path(args.checkpoint, args.output)
         model = load_model(args.checkpoint, args.task, args.seed)
     except CheckpointError as error:
         print(f"export_onnx.py: error: {error}", file=sys.stderr)
@@ -290,11 +383,11 @@ def main(argv=None) -> int:
         return 2
     torch.set_num_threads(args.threads)
     multiple_choice = isinstance(model, modeling_hydra.HydraForMultipleChoice)
-    output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
 
     start = time.perf_counter()
-    output_names = export(model, output, multiple_choice, optimize=args.optimize, opset=args.opset)
+    with exporter_notes_hidden(not args.verbose):
+        output_names = export(model, output, multiple_choice, optimize=args.optimize, opset=args.opset)
     print(f"exported {type(model).__name__} to {output} in {time.perf_counter() - start:.0f} s; "
           f"outputs: {', '.join(output_names)}")
     session = onnx_session(output, args.threads)
@@ -312,9 +405,9 @@ def main(argv=None) -> int:
     differences = max_differences(session, model, batches)
     for name, difference in differences.items():
         print(f"  max |onnxruntime - eager| {name}: {difference:.2e}")
-    if max(differences.values()) > args.atol:
-        print(f"export_onnx.py: error: onnxruntime differs from eager by more than --atol {args.atol:g}",
-              file=sys.stderr)
+    if not within_tolerance(differences, args.atol):
+        print(f"export_onnx.py: error: onnxruntime differs from eager by more than --atol {args.atol:g} (or by "
+              "NaN)", file=sys.stderr)
         return 1
 
     if args.benchmark:

@@ -24,7 +24,7 @@ import sys
 import textwrap
 import time
 
-from hydra_glue import (
+from hydra_transformers.glue import (
     LOCAL_GLUE_TASKS,
     build_model,
     compute_glue_metrics,

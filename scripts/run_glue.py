@@ -12,7 +12,7 @@ for config files, Hydra loads with this repository's classes; other models go th
 its progress bar and metrics; --log_level info shows what transformers and the Trainer do.
 
 Fine-tune a small Hydra from scratch on the embedded SST-2 sample (10,000 training sentences; about 1.5 minutes on
-2 idle CPU cores, dev accuracy about 0.77):
+2 idle CPU cores, dev accuracy about 0.77-0.78 depending on library versions and threads):
 
     python scripts/run_glue.py --task_name sst2 --glue_dir assets/glue_sample --config_name configs/hydra-small.json \
         --tokenizer_name assets/tokenizer/bert-base-uncased --do_train --do_eval --num_train_epochs 1 \
@@ -27,19 +27,23 @@ import os
 import sys
 from dataclasses import dataclass, field
 
-import numpy as np
-from datasets import DatasetDict, load_dataset
-from transformers import DataCollatorWithPadding, EvalPrediction, PreTrainedConfig, Trainer, default_data_collator
+try:
+    import numpy as np
+    from datasets import DatasetDict, load_dataset
+    from transformers import DataCollatorWithPadding, EvalPrediction, PreTrainedConfig, Trainer, default_data_collator
 
-from hydra_glue import (
-    GLUE_TASKS,
-    compute_glue_metrics,
-    get_glue_task,
-    load_glue_directory,
-    with_combined_score,
-    write_glue_submission,
-)
-from hydra_glue import script_setup
+    from hydra_transformers.glue import (
+        GLUE_TASKS,
+        compute_glue_metrics,
+        get_glue_task,
+        load_glue_directory,
+        with_combined_score,
+        write_glue_submission,
+    )
+    from hydra_transformers.glue import script_setup
+except ModuleNotFoundError as missing:  # a core-only install: say which extra brings the package
+    sys.exit(f"run_glue.py: error: the package {missing.name!r} is not installed; the GLUE scripts need the [glue] "
+             'extra: pip install -e ".[glue]" (from the repository root)')
 
 logger = logging.getLogger(__name__)
 
@@ -114,10 +118,24 @@ def label_setup(raw_datasets, data_args):
     if data_args.task_name is not None:
         task = get_glue_task(data_args.task_name)
         return task.is_regression, list(task.label_names)
-    reference = raw_datasets["train"] if "train" in raw_datasets else raw_datasets["validation"]
+    for split, dataset in raw_datasets.items():
+        if "label" not in dataset.column_names and not split.startswith("test"):
+            raise ValueError(f"the {split} data has no 'label' column (its columns: "
+                             f"{', '.join(dataset.column_names)}); name the gold labels' column 'label'")
+    reference_split = "train" if "train" in raw_datasets else "validation"
+    reference = raw_datasets[reference_split]
     if reference.features["label"].dtype in ("float32", "float64"):
         return True, []
-    return False, sorted(reference.unique("label"))
+    label_list = sorted(reference.unique("label"))
+    for split, dataset in raw_datasets.items():
+        if split != reference_split and "label" in dataset.column_names:
+            unseen = sorted(set(dataset.unique("label")) - set(label_list) - {-1})
+            if unseen:
+                raise ValueError(f"the {split} data has label(s) {', '.join(map(repr, unseen))} that the "
+                                 f"{reference_split} data does not have (its labels: "
+                                 f"{', '.join(map(repr, label_list))}); the model can only predict the labels it "
+                                 "is trained on")
+    return False, label_list
 
 
 def label_mapping(model, label_list, is_regression, data_args):
@@ -271,6 +289,12 @@ def predict_splits(trainer, predict_datasets, task, is_regression, output_dir):
 
 def main(argv=None):
     model_args, data_args, training_args = script_setup.start_script(DataTrainingArguments, argv, logger)
+    with script_setup.output_dir_claimed(training_args):
+        fine_tune(model_args, data_args, training_args)
+
+
+def fine_tune(model_args, data_args, training_args):
+    """Load, tokenize, train, evaluate and predict as the arguments say, writing into --output_dir."""
     raw_datasets = load_raw_datasets(model_args, data_args, training_args)
     task = get_glue_task(data_args.task_name) if data_args.task_name is not None else None
     is_regression, label_list = label_setup(raw_datasets, data_args)
@@ -293,14 +317,11 @@ def main(argv=None):
                       compute_metrics=metrics_function(task, is_regression),
                       processing_class=tokenizer, data_collator=data_collator)
 
+    checkpoint = script_setup.checkpoint_to_resume(model_args, training_args, logger) if training_args.do_train \
+        else None
+    script_setup.training_starts()
     if training_args.do_train:
-        checkpoint = script_setup.checkpoint_to_resume(model_args, training_args, logger)
-        train_result = trainer.train(resume_from_checkpoint=checkpoint)
-        metrics = dict(train_result.metrics, train_samples=len(train_dataset))
-        trainer.save_model()  # and the tokenizer
-        trainer.log_metrics("train", metrics)
-        trainer.save_metrics("train", metrics)
-        trainer.save_state()
+        script_setup.train_and_save(trainer, train_dataset, checkpoint, logger)
     if training_args.do_eval:
         evaluate_splits(trainer, eval_datasets)
     if training_args.do_predict:
@@ -328,7 +349,4 @@ def write_plain_predictions(output_dir, split, indices, predictions, is_regressi
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except script_setup.HubUnavailableError as error:
-        sys.exit(f"run_glue.py: {error}")
+    script_setup.run_command_line(main, "run_glue.py")

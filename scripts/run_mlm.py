@@ -18,17 +18,22 @@ Pre-train a small Hydra on the embedded SST-2 sample, then fine-tune it with run
 
 import logging
 import math
+import os
 import sys
 from dataclasses import dataclass, field
 from itertools import chain
 
-import datasets
-from datasets import load_dataset
-from transformers import DataCollatorForLanguageModeling, Trainer
+try:
+    import datasets
+    from datasets import load_dataset
+    from transformers import DataCollatorForLanguageModeling, Trainer
 
-from hydra_glue import get_glue_task, load_glue_directory
-from hydra_glue import script_setup
-from hydra_glue.mlm_packing import DataCollatorForPackedLanguageModeling
+    from hydra_transformers.glue import get_glue_task, load_glue_directory
+    from hydra_transformers.glue import script_setup
+    from hydra_transformers.glue.mlm_packing import DataCollatorForPackedLanguageModeling
+except ModuleNotFoundError as missing:  # a core-only install: say which extra brings the package
+    sys.exit(f"run_mlm.py: error: the package {missing.name!r} is not installed; the pre-training script needs the "
+             '[glue] extra: pip install -e ".[glue]" (from the repository root)')
 
 logger = logging.getLogger(__name__)
 
@@ -72,8 +77,20 @@ class DataTrainingArguments:
             raise ValueError("Need --glue_dir with --glue_tasks, a dataset name, or a training/validation file.")
         for name in ("train_file", "validation_file"):
             path = getattr(self, name)
-            if path is not None and path.rsplit(".", 1)[-1] not in ("txt", "csv", "json"):
+            if path is None:
+                continue
+            if path.rsplit(".", 1)[-1] not in ("txt", "csv", "json"):
                 raise ValueError(f"--{name} must be a .txt, .csv or .json file, got {path}")
+            if not os.path.isfile(path):
+                raise FileNotFoundError(f"--{name} {path}: no such file")
+            if not has_text(path):
+                raise ValueError(f"--{name} {path} holds no text (the file is empty or blank)")
+
+
+def has_text(path: str) -> bool:
+    """Whether the file at `path` holds anything but whitespace (read in blocks, stopping at the first text)."""
+    with open(path, "rb") as f:
+        return any(block.strip() for block in iter(lambda: f.read(1 << 20), b""))
 
 
 def glue_corpus(glue_dir: str, task_names: list, do_eval: bool) -> datasets.DatasetDict:
@@ -147,7 +164,12 @@ def tokenize_corpus(raw_datasets, tokenizer, data_args, training_args):
 
 def main(argv=None):
     model_args, data_args, training_args = script_setup.start_script(DataTrainingArguments, argv, logger)
+    with script_setup.output_dir_claimed(training_args):
+        pretrain(model_args, data_args, training_args)
 
+
+def pretrain(model_args, data_args, training_args):
+    """Load, tokenize, train and evaluate as the arguments say, writing into --output_dir."""
     raw_datasets = load_raw_datasets(model_args, data_args, training_args)
     model, tokenizer = script_setup.load_model_and_tokenizer(model_args, "masked_lm")
     if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
@@ -179,14 +201,11 @@ def main(argv=None):
     trainer = Trainer(model=model, args=training_args, train_dataset=train_dataset, eval_dataset=eval_dataset,
                       processing_class=tokenizer, data_collator=data_collator)
 
+    checkpoint = script_setup.checkpoint_to_resume(model_args, training_args, logger) if training_args.do_train \
+        else None
+    script_setup.training_starts()
     if training_args.do_train:
-        checkpoint = script_setup.checkpoint_to_resume(model_args, training_args, logger)
-        train_result = trainer.train(resume_from_checkpoint=checkpoint)
-        trainer.save_model()
-        metrics = dict(train_result.metrics, train_samples=len(train_dataset))
-        trainer.log_metrics("train", metrics)
-        trainer.save_metrics("train", metrics)
-        trainer.save_state()
+        script_setup.train_and_save(trainer, train_dataset, checkpoint, logger)
 
     if training_args.do_eval:
         logger.info("*** Evaluate ***")
@@ -206,7 +225,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except script_setup.HubUnavailableError as error:
-        sys.exit(f"run_mlm.py: {error}")
+    script_setup.run_command_line(main, "run_mlm.py")

@@ -21,8 +21,8 @@ import sys
 import time
 from pathlib import Path
 
-import convert.output_folder
-from convert.convert_original_checkpoint import main
+from hydra_transformers.convert import output_folder
+from hydra_transformers.convert.convert_original_checkpoint import main
 
 
 def digest(folder: Path):
@@ -90,13 +90,13 @@ def main_loop(request: dict) -> dict:
     assert run_forked(args["0"], work / "first.log")[0] == 0 and digest(out) == reference["0"]
     duration = max(durations)
 
-    exchange = convert.output_folder._exchange
+    exchange = output_folder._exchange
     rng = random.Random(request["seed"])
     kills, current = [], "0"
     for index in range(request["kills"]):
         target = "1" if current == "0" else "0"
         swap = "exchange" if index % 2 == 0 else "two renames"
-        convert.output_folder._exchange = exchange if swap == "exchange" else (lambda first, second: False)
+        output_folder._exchange = exchange if swap == "exchange" else (lambda first, second: False)
         delay = (index + rng.random()) / request["kills"] * 1.1 * duration
         run_forked(args[target], work / "killed.log", kill_after=delay)
         found = digest(out)

@@ -27,10 +27,11 @@ def _sequence_ids(seq_idx, batch, seqlen):
 def quasiseparable_matrix(dt_f, dt_b, A, B_f, C_f, B_b, C_b, diag, seq_idx=None) -> torch.Tensor:
     """M of the module docstring, float64 (batch, nheads, seqlen, seqlen).
 
-    dt_*, diag: (batch, seqlen, nheads); A: (nheads,); B_*, C_*: (batch, seqlen, ngroups, d_state);
-    seq_idx: optional (batch, seqlen) sequence ids (only equality of ids matters).
+    dt_*, diag: (batch, seqlen, nheads); A: (nheads,), or (batch, seqlen, nheads) for a decay rate per position (to
+    differentiate with respect to each position's own); B_*, C_*: (batch, seqlen, ngroups, d_state);
+    seq_idx: optional (batch, seqlen) sequence ids (only equality of ids matters). Differentiable.
     """
-    dt_f, dt_b, A, B_f, C_f, B_b, C_b, diag = (t.detach().double() for t in (dt_f, dt_b, A, B_f, C_f, B_b, C_b, diag))
+    dt_f, dt_b, A, B_f, C_f, B_b, C_b, diag = (t.double() for t in (dt_f, dt_b, A, B_f, C_f, B_b, C_b, diag))
     batch, seqlen, nheads = dt_f.shape
     group = torch.arange(nheads) * B_f.shape[2] // nheads  # (nheads,) the group of B and C each head reads
     ids = _sequence_ids(seq_idx, batch, seqlen)

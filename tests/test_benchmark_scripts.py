@@ -90,7 +90,13 @@ def test_encoder_mode_runs(tmp_path):
     (row,) = json.loads(report.read_text())
     assert (row["pair"], row["seqlen"], row["batch"], row["mode"]) == ("small", 32, 2, "forward")
     assert row["ratio"] == pytest.approx(row["hydra_tok_s"] / row["bert_tok_s"])
-    assert table_rows(stdout)["small"][:2] == ["forward", "32 x   2"]
+    assert table_rows(stdout)["small"][:2] == ["32 x   2", "forward"]
+    # the printed columns are BENCHMARKS.md's (less its "run" column and, with --no_memory, the memory columns)
+    header = next(line for line in stdout.splitlines() if line.startswith("| pair |")).strip("| ").split(" | ")
+    documented = next(line for line in (REPO_ROOT / "BENCHMARKS.md").read_text().splitlines()
+                      if line.startswith("| pair | L x batch |")).replace("**", "").strip("| ").split(" | ")
+    documented.remove("run")
+    assert header == documented[:len(header)] and len(header) == 8 and len(documented) == 14
 
 
 def test_profile_step_tables_for_hydra_and_bert(tmp_path):

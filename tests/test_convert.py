@@ -19,8 +19,9 @@ import torch
 import yaml
 
 from conftest import REPO_ROOT, lay_out_as_hub_cache
-from convert import output_folder
-from convert.convert_original_checkpoint import (
+from hydra_transformers.convert import output_folder
+from hydra_transformers.convert.convert_original_checkpoint import (
+    CONVERSION_MARKER,
     TOKENIZER_FILES,
     build_hydra_config,
     build_parser,
@@ -28,7 +29,7 @@ from convert.convert_original_checkpoint import (
     read_original_config,
     resolve_config_fields,
 )
-from model_cards.generate_model_card import main as generate_model_card
+from hydra_transformers.model_cards.generate_model_card import main as generate_model_card
 from modeling_hydra import HydraForMaskedLM, HydraForSequenceClassification
 from modeling_hydra.modeling_hydra import AUTO_MAP
 from ssd_oracle import mixer_oracle
@@ -248,7 +249,7 @@ def test_converted_logits_equal_the_original_forward(tmp_path, capsys, head, lay
     if "id2label" in cfg:
         assert config["id2label"] == cfg["id2label"]
     expected_files = {"config.json", "model.safetensors", "README.md", "modeling_hydra.py", "configuration_hydra.py",
-                      "hydra_mixer.py", *TOKENIZER_FILES}
+                      "hydra_mixer.py", CONVERSION_MARKER, *TOKENIZER_FILES}
     assert expected_files <= {p.name for p in out.iterdir()}
     assert [p.name for p in out.parent.iterdir()] == [out.name]  # no temporary folder left
     stdout = capsys.readouterr().out
@@ -496,6 +497,49 @@ def test_overwrite_replaces_only_a_previous_conversion(tmp_path, capsys, monkeyp
     assert_matches_original(out, original_state_dict(ORIGINAL_CONFIG, "mlm", seed=1), ORIGINAL_CONFIG, "mlm")
 
 
+def test_overwrite_refuses_a_save_pretrained_folder_holding_only_the_converters_file_names(tmp_path, capsys):
+    """A folder written by save_pretrained plus the tokenizer and a README.md has the very file names a conversion
+    writes; only the converter's marker makes a folder replaceable."""
+    out = tmp_path / "finetuned"
+    model = HydraForMaskedLM(build_hydra_config(resolve_config_fields(ORIGINAL_CONFIG, "test", {})[0], None))
+    model.save_pretrained(out)
+    for name in TOKENIZER_FILES:
+        (out / name).write_bytes((REPO_ROOT / "assets" / "tokenizer" / "bert-base-uncased" / name).read_bytes())
+    (out / "README.md").write_text("my fine-tuned model")
+    before = folder_contents(out)
+    assert main(conversion_args(tmp_path, out, 0, "--overwrite")) == 1
+    err = capsys.readouterr().err
+    assert "is not a previous conversion" in err and CONVERSION_MARKER in err
+    assert folder_contents(out) == before and hidden_leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("change", ["user code named by auto_map", "edited remote-code file", "forged marker"])
+def test_overwrite_refuses_a_conversion_a_user_changed(tmp_path, capsys, change):
+    out = tmp_path / "out" / "model"
+    assert main(conversion_args(tmp_path, out, 0)) == 0
+    marker = json.loads((out / CONVERSION_MARKER).read_text())
+    assert marker["files"].keys() == {p.name for p in out.iterdir()} - {CONVERSION_MARKER}
+    if change == "user code named by auto_map":
+        (out / "my_head.py").write_text("from .modeling_hydra import HydraForMaskedLM as MyHead\n")
+        config = json.loads((out / "config.json").read_text())
+        config["auto_map"]["AutoModelForTokenClassification"] = "my_head.MyHead"
+        (out / "config.json").write_text(json.dumps(config))
+        named = "my_head.py"
+    elif change == "edited remote-code file":
+        with open(out / "hydra_mixer.py", "a") as f:
+            f.write("# my local fix\n")
+        named = "hydra_mixer.py"
+    else:  # a marker naming the files by name only (no hashes) is not the converter's
+        (out / "notes.txt").write_text("mine")
+        (out / CONVERSION_MARKER).write_text(json.dumps({"files": {"notes.txt": "", **marker["files"]}}))
+        named = "notes.txt"
+    before = folder_contents(out)
+    assert main(conversion_args(tmp_path, out, 1, "--overwrite")) == 1
+    err = capsys.readouterr().err
+    assert "is not a previous conversion" in err and named in err
+    assert folder_contents(out) == before and hidden_leftovers(out.parent) == []
+
+
 def test_a_symlinked_output_path_keeps_its_link(tmp_path, capsys):
     real = tmp_path / "models" / "hydra-v1"
     link = tmp_path / "current"
@@ -608,6 +652,35 @@ def test_model_card_metadata_usage_and_results(tmp_path, capsys):
     assert_failed_cleanly(code, capsys, out, "Invalid --results file", "is not a number")
 
 
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity"])
+def test_model_card_refuses_non_finite_results(tmp_path, capsys, value):
+    code, out = convert(tmp_path, original_state_dict(ORIGINAL_CONFIG, "mlm"), ORIGINAL_CONFIG)
+    assert code == 0
+    before = folder_contents(out)
+    results = tmp_path / "results.json"
+    results.write_text('{"results": [{"task": "SST-2", "metric": "accuracy", "value": %s}]}' % value)
+    assert generate_model_card(["--model_dir", str(out), "--model_id", "org/m", "--results", str(results)]) == 1
+    assert "is not finite" in capsys.readouterr().err and folder_contents(out) == before
+    code, bad = convert(tmp_path, original_state_dict(ORIGINAL_CONFIG, "mlm"), ORIGINAL_CONFIG, "--results",
+                        str(results), name="nan_results")
+    assert_failed_cleanly(code, capsys, bad, "Invalid --results file", "is not finite")
+
+
+def test_model_card_replaces_a_readme_symlink_instead_of_writing_through_it(tmp_path):
+    code, out = convert(tmp_path, original_state_dict(ORIGINAL_CONFIG, "mlm"), ORIGINAL_CONFIG)
+    assert code == 0
+    target = tmp_path / "shared_notes.md"  # e.g. a README shared by several folders
+    target.write_text("the user's own text")
+    (out / "README.md").unlink()
+    (out / "README.md").symlink_to(target)
+    assert generate_model_card(["--model_dir", str(out), "--model_id", "org/hydra-bert-base"]) == 0
+    assert target.read_text() == "the user's own text"
+    readme = out / "README.md"
+    assert not readme.is_symlink() and front_matter(readme.read_text())["pipeline_tag"] == "fill-mask"
+    assert oct(readme.stat().st_mode & 0o777) == oct((out / "config.json").stat().st_mode & 0o777)
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
+
+
 class FakeHfApi:
     """Records the calls the converter makes to huggingface_hub.HfApi (no network)."""
 
@@ -699,11 +772,12 @@ def test_push_to_hub_without_network_says_so_in_one_line(tmp_path, capsys, monke
 
 
 def test_the_converter_imports_the_model_card_generator():
-    import convert.convert_original_checkpoint as converter
-    import model_cards
-    import model_cards.generate_model_card as generator
+    import hydra_transformers.convert.convert_original_checkpoint as converter
+    import hydra_transformers.model_cards as model_cards
+    import hydra_transformers.model_cards.generate_model_card as generator
 
     assert model_cards.__file__ is not None  # a regular package, not a namespace found by accident
+    assert model_cards.__name__ == "hydra_transformers.model_cards" and "model_cards" not in sys.modules
     assert converter.render_model_card is generator.render_model_card
     assert converter.read_results is generator.read_results
 
@@ -715,7 +789,7 @@ import sys
 class _HideProject:
     '''This project's packages are installed here; hide them so only the folder's remote code can be used.'''
     def find_spec(self, name, path=None, target=None):
-        if name.split('.')[0] in {'configuration_hydra', 'modeling_hydra', 'convert', 'model_cards'}:
+        if name.split('.')[0] in {'configuration_hydra', 'modeling_hydra', 'hydra_transformers'}:
             raise ModuleNotFoundError(f'{name} is hidden in this test')
         return None
 sys.meta_path.insert(0, _HideProject())

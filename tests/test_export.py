@@ -5,6 +5,7 @@ import dataclasses
 import importlib.util
 import os
 import runpy
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -174,16 +175,23 @@ def export_onnx_main():
 
 
 @needs_onnx
-def test_export_onnx_script_and_onnxruntime_match_eager(tmp_path, capsys):
+def test_export_onnx_script_and_onnxruntime_match_eager(tmp_path, capfd):
     import onnxruntime
 
     folder, onnx_file = tmp_path / "checkpoint", tmp_path / "model.onnx"
     model = HydraForTokenClassification(tiny_config(vocab_size=30528, num_labels=3)).eval()
     model.save_pretrained(folder)
     AutoTokenizer.from_pretrained(TOKENIZER_DIR).save_pretrained(folder)  # the script's sample texts use it
+    elsewhere = tmp_path / "elsewhere.onnx"  # an existing --output that is a symlink: replaced, not written through
+    elsewhere.write_bytes(b"keep")
+    onnx_file.symlink_to(elsewhere)
+    capfd.readouterr()
     assert export_onnx_main()([str(folder), "--output", str(onnx_file), "--no-optimize", "--threads", "1"]) == 0
-    stdout = capsys.readouterr().out
-    assert "checkpoint's tokenizer" in stdout and "max |onnxruntime - eager| logits:" in stdout
+    captured = capfd.readouterr()
+    assert "checkpoint's tokenizer" in captured.out and "max |onnxruntime - eager| logits:" in captured.out
+    assert captured.err == "" and len(captured.out.splitlines()) == 3, captured  # no warnings, no progress bars
+    assert not onnx_file.is_symlink() and elsewhere.read_bytes() == b"keep"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint", "elsewhere.onnx", "model.onnx"]
 
     session = onnxruntime.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
     assert [i.shape for i in session.get_inputs()] == [["batch", "sequence"]] * 3
@@ -202,3 +210,50 @@ def test_export_onnx_script_on_a_folder_without_a_model(tmp_path, capsys):
     assert captured.out == "" and len(captured.err.strip().splitlines()) == 1
     assert "holds no model (no config.json)" in captured.err
     assert not (tmp_path / "model.onnx").exists()
+
+
+def test_export_onnx_refuses_an_output_that_would_replace_an_input(tmp_path, capsys):
+    folder = tmp_path / "checkpoint"
+    HydraForTokenClassification(tiny_config(num_labels=3)).save_pretrained(folder)
+    config_file = tmp_path / "hydra.json"
+    config_file.write_text((folder / "config.json").read_text())
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    capsys.readouterr()
+    cases = [(folder, folder / "model.safetensors", "would replace the file model.safetensors"),
+             (folder, folder / "config.json", "would replace the file config.json"),
+             (folder, folder / "sub" / ".." / "config.json", "would replace the file config.json"),
+             (folder, folder, "is a folder"),
+             (config_file, config_file, "is the input")]
+    for checkpoint, output, message in cases:
+        assert export_onnx_main()([str(checkpoint), "--output", str(output)]) == 2, output
+        captured = capsys.readouterr()
+        assert captured.out == "" and len(captured.err.strip().splitlines()) == 1 and message in captured.err
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    assert config_file.read_text() == (folder / "config.json").read_text()
+
+
+@pytest.mark.parametrize("atol", ["nan", "inf", "-1e-4", "abc"])
+def test_export_onnx_refuses_an_atol_that_is_not_a_finite_number_at_least_zero(atol, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        export_onnx_main()(["checkpoint", f"--atol={atol}"])
+    assert exit_info.value.code == 2 and "--atol" in capsys.readouterr().err
+
+
+def test_export_onnx_parity_never_passes_nan():
+    script = runpy.run_path(str(REPO_ROOT / "scripts" / "export_onnx.py"))
+    model = HydraModel(tiny_config()).eval()
+
+    class NanSession:  # onnxruntime's InferenceSession as far as max_differences uses it
+        def get_outputs(self):
+            return [SimpleNamespace(name="last_hidden_state", shape=["batch", "sequence", 32]),
+                    SimpleNamespace(name="pooler_output", shape=["batch", 32])]
+
+        def run(self, names, feed):
+            batch, seqlen = feed["input_ids"].shape
+            return [np.full((batch, seqlen, 32), np.nan, np.float32), np.zeros((batch, 32), np.float32)]
+
+    batches = [script["random_batch"](shape, 120, 0, torch.Generator().manual_seed(0)) for shape in ((2, 5), (1, 3))]
+    differences = script["max_differences"](NanSession(), model, batches)
+    assert np.isnan(differences["last_hidden_state"])
+    assert not script["within_tolerance"](differences, 1e-4)
+    assert script["within_tolerance"]({"logits": 1e-5}, 1e-4) and not script["within_tolerance"]({"logits": 2e-4}, 1e-4)

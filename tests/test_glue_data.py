@@ -3,7 +3,7 @@
 import pytest
 from conftest import REPO_ROOT, SHARED_DIR
 
-from hydra_glue import (
+from hydra_transformers.glue import (
     GLUE_TASKS,
     GlueFormatError,
     get_glue_task,

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from hydra_glue import compute_glue_metrics, get_glue_task, with_combined_score
+from hydra_transformers.glue import compute_glue_metrics, get_glue_task, with_combined_score
 
 # predictions [1, 1, 0, 0, 1] against references [1, 0, 0, 1, 1]: TP = 2, FP = 1, FN = 1, TN = 1.
 PREDICTIONS, REFERENCES = [1, 1, 0, 0, 1], [1, 0, 0, 1, 1]

@@ -8,7 +8,7 @@ import torch
 from glue_test_helpers import GLUE_SAMPLE, QUIET, TINY_HYDRA, read_official_tsv, script_function
 from safetensors.torch import load_file
 
-from hydra_glue import build_model, load_config
+from hydra_transformers.glue import build_model, load_config
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

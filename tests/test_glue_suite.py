@@ -10,7 +10,7 @@ from conftest import TOKENIZER_DIR, tiny_config
 from glue_test_helpers import GLUE_SAMPLE, SCRIPTS, script_function, subprocess_env
 from transformers import BertConfig
 
-from hydra_glue import build_model, get_glue_task
+from hydra_transformers.glue import build_model, get_glue_task
 
 
 def test_suite_writes_one_table_json_and_plot(tmp_path):

@@ -24,7 +24,7 @@ from glue_test_helpers import (
     script_function,
     subprocess_env,
 )
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from transformers import (
     AutoConfig,
     AutoModelForSequenceClassification,
@@ -34,7 +34,7 @@ from transformers import (
     TrainingArguments,
 )
 
-from hydra_glue import GlueFormatError, script_setup
+from hydra_transformers.glue import GlueFormatError, script_setup
 from modeling_hydra import HydraForSequenceClassification
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -181,12 +181,15 @@ def test_resumed_run_matches_an_uninterrupted_one(tmp_path, monkeypatch, caplog)
     assert not torch.equal(halfway["classifier.weight"], straight["classifier.weight"])
 
 
-def _fake_checkpoint(folder, state="{}", weights=True):
+def _fake_checkpoint(folder, state="{}", weights=True, truncate=False):
     folder.mkdir(parents=True)
     if state is not None:
         (folder / "trainer_state.json").write_text(state)
     if weights:
-        (folder / "model.safetensors").write_bytes(b"weights")
+        save_file({"w": torch.zeros(64)}, folder / "model.safetensors")
+        if truncate:  # a run killed while writing the weights
+            data = (folder / "model.safetensors").read_bytes()
+            (folder / "model.safetensors").write_bytes(data[:-10])
     return str(folder)
 
 
@@ -201,6 +204,8 @@ def test_an_incomplete_checkpoint_is_skipped_for_the_last_complete_one(tmp_path,
     _fake_checkpoint(out / "checkpoint-10", state='{"global_st')
     no_state = _fake_checkpoint(out / "checkpoint-6", state=None)
     _fake_checkpoint(out / "checkpoint-12", weights=False)
+    truncated = _fake_checkpoint(out / "checkpoint-15", truncate=True)
+    size = (out / "checkpoint-15" / "model.safetensors").stat().st_size
     model_args = SimpleNamespace(overwrite_output_dir=False)
     logger = logging.getLogger("test_glue_trainer")
 
@@ -209,7 +214,8 @@ def test_an_incomplete_checkpoint_is_skipped_for_the_last_complete_one(tmp_path,
                                                                 resume_from_checkpoint=requested), logger)
 
     assert resume(out) == complete
-    for problem in ("checkpoint-12 (no model weights", "checkpoint-10 (trainer_state.json is truncated or corrupt",
+    for problem in (f"checkpoint-15 (model.safetensors is truncated ({size} bytes, its header describes {size + 10})",
+                    "checkpoint-12 (no model weights", "checkpoint-10 (trainer_state.json is truncated or corrupt",
                     "checkpoint-6 (no trainer_state.json"):
         assert f"Skipping the incomplete checkpoint {out / problem}" in caplog.text
     assert resume(tmp_path / "elsewhere", requested=no_state) == complete
@@ -223,6 +229,9 @@ def test_an_incomplete_checkpoint_is_skipped_for_the_last_complete_one(tmp_path,
         resume(tmp_path / "lone", requested=lone)
     model_args.overwrite_output_dir = False
     assert resume(tmp_path / "lone") is None
+    # --model_name_or_path naming a checkpoint with truncated weights: an error naming the file, before loading
+    with pytest.raises(ValueError, match=rf"--model_name_or_path {truncated}: model.safetensors is truncated"):
+        script_setup.check_model_folder(truncated)
 
 
 def _saved_tiny_classifier(folder, num_labels=2):

@@ -10,7 +10,7 @@ from glue_test_helpers import GLUE_SAMPLE, QUIET, TINY_HYDRA, read_official_tsv,
 from transformers import AutoTokenizer
 
 from conftest import TOKENIZER_DIR, tiny_config
-from hydra_glue.mlm_packing import DataCollatorForPackedLanguageModeling
+from hydra_transformers.glue.mlm_packing import DataCollatorForPackedLanguageModeling
 from modeling_hydra import HydraForMaskedLM
 from packing_helpers import randomize_weights, relative_error
 

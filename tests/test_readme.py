@@ -121,5 +121,39 @@ def test_setup_declares_a_light_core_and_the_extras(monkeypatch):
     extras = {extra: names(requirements) for extra, requirements in arguments["extras_require"].items()}
     assert extras["glue"] == {"datasets", "accelerate", "scikit-learn", "scipy"}
     assert extras["test"] >= extras["glue"] | extras["convert"] | extras["plots"] | extras["onnx"] | {"pytest"}
-    assert "triton==3.9.0" in arguments["extras_require"]["test"]
-    assert set(arguments["packages"]) == {"configuration_hydra", "modeling_hydra", "hydra_glue", "convert", "model_cards"}
+    # ranges, so that the README's test command runs with the newest releases; the checked versions are pinned in
+    # .ci/pinned.txt, every one of them a package the [test] extra (or the core) installs
+    assert not [r for r in arguments["extras_require"]["test"] + arguments["install_requires"] if "==" in r]
+    pinned = {line.split("==")[0].lower().replace("_", "-") for line in
+              (REPO_ROOT / ".ci" / "pinned.txt").read_text().splitlines() if "==" in line and not line.startswith("#")}
+    declared = {name.lower().replace("_", "-") for name in
+                names(arguments["extras_require"]["test"] + arguments["install_requires"])}
+    assert {"triton", "transformers", "datasets", "onnxruntime"} <= pinned and pinned - declared <= {"numpy",
+                                                                                                        "tokenizers"}
+    # no generic top-level names: the folders install under the project's namespace
+    assert set(arguments["packages"]) == {"configuration_hydra", "modeling_hydra", "hydra_transformers.glue",
+                                          "hydra_transformers.convert", "hydra_transformers.model_cards"}
+    assert arguments["package_dir"] == {"hydra_transformers.glue": "hydra_glue", "hydra_transformers.convert": "convert",
+                                        "hydra_transformers.model_cards": "model_cards"}
+
+
+NAMESPACE_CHILD = """
+import importlib.util, sys
+import hydra_transformers.glue
+from hydra_transformers.glue.mlm_packing import DataCollatorForPackedLanguageModeling
+from hydra_transformers.convert import output_folder
+from hydra_transformers.model_cards import generate_model_card
+assert "datasets" not in sys.modules, "importing the glue package imported datasets"
+from hydra_transformers.glue import GLUE_TASKS
+print("generic:", [name for name in ("convert", "model_cards", "hydra_glue") if importlib.util.find_spec(name)])
+"""
+
+
+def test_the_install_claims_no_generic_top_level_names(tmp_path):
+    """Outside the repository (no folder of it on sys.path) the project's packages import under
+    hydra_transformers, the model user's pointer into the glue package needs no [glue] extra, and the generic names
+    are not taken."""
+    completed = subprocess.run([sys.executable, "-c", NAMESPACE_CHILD], capture_output=True, text=True,
+                               timeout=300, cwd=tmp_path)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert completed.stdout.strip().endswith("generic: []"), completed.stdout
