@@ -36,9 +36,9 @@ import torch
 from transformers import AutoTokenizer, DataCollatorForLanguageModeling, DataCollatorWithPadding
 
 from configuration_hydra import HydraConfig
-from hydra_glue.glue_directory import read_glue_split
-from hydra_glue.metrics import compute_glue_metrics
-from hydra_glue.task_registry import LOCAL_GLUE_TASKS, get_glue_task
+from hydra_transformers.glue.glue_directory import read_glue_split
+from hydra_transformers.glue.metrics import compute_glue_metrics
+from hydra_transformers.glue.task_registry import LOCAL_GLUE_TASKS, get_glue_task
 from modeling_hydra import HydraForMaskedLM, HydraForSequenceClassification
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
