@@ -65,6 +65,8 @@ class HydraConfig(HydraMixerConfigMixin, PreTrainedConfig):
 
     model_type = "hydra"
     FIELD_RULES = FIELD_RULES
+    # read only when weights are created; vocab_size changes with resize_token_embeddings (the model checks its rows)
+    UNFROZEN_FIELDS = ("initializer_range", "hidden_dropout_prob", "classifier_dropout", "vocab_size")
 
     def __init__(
         self,

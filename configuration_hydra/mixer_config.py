@@ -88,8 +88,10 @@ MIXER_FIELDS_DOC = """
             the number of tokens (see `modeling_hydra/execution_plan.py`), `"always"`, `"never"`."""
 
 # Fields that only steer how a forward runs: they may change after a model is built. Every other field of a config
-# shapes the modules and is frozen when the model is built (see `HydraPreTrainedModel`).
+# shapes the modules and is frozen when the model is built (`HydraMixerConfigMixin.frozen_fields`), except those a
+# config class lists in its `UNFROZEN_FIELDS` (read only when weights are created, or by nothing after).
 RUNTIME_FIELDS = ("chunk_size", "ssd_backend", "unpad_inputs", "mixer_recompute")
+_INIT_ONLY_MIXER_FIELDS = ("dt_min", "dt_max", "dt_init_floor")
 
 
 def checked(config_name: str, field: str, rule, value):
@@ -108,6 +110,7 @@ class HydraMixerConfigMixin:
     """
 
     FIELD_RULES: dict = {}
+    UNFROZEN_FIELDS: tuple = ()  # the class's own fields that may change after a model is built
 
     def init_mixer_fields(self, kwargs: dict) -> None:
         """Set the mixer fields from `kwargs` (popping them) or their defaults."""
@@ -119,6 +122,22 @@ class HydraMixerConfigMixin:
         if rule is not None:
             value = checked(type(self).__name__, key, rule, value)
         super().__setattr__(key, value)
+
+    def frozen_fields(self) -> dict:
+        """The fields that shape a model's modules, as they are now (a model keeps them from when it was built)."""
+        free = (*RUNTIME_FIELDS, *_INIT_ONLY_MIXER_FIELDS, *type(self).UNFROZEN_FIELDS)
+        return {field: getattr(self, field) for field in type(self).FIELD_RULES if field not in free}
+
+    def check_unchanged(self, built_with: dict) -> None:
+        """ValueError naming the first field that differs from `built_with` (the model's `frozen_fields` when it was
+        built): the modules would ignore the change, and a saved folder would not load back into their weights."""
+        for field, built in built_with.items():
+            if getattr(self, field) != built:
+                raise ValueError(
+                    f"config.{field} was changed to {getattr(self, field)!r} after the model was built with "
+                    f"{built!r}: it shapes the modules, so it cannot change now. Build a new model from the changed "
+                    f"config instead (or set it back to {built!r}). {', '.join(RUNTIME_FIELDS)} may change."
+                )
 
     @property
     def d_inner(self) -> int:

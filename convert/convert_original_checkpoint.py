@@ -528,15 +528,13 @@ def foreign_entries(folder: Path) -> list:
     except (OSError, ValueError):
         marker = None
     marker_path = entries.get(CONVERSION_MARKER)
-    if (not isinstance(marker, dict) or marker.get("written_by") != MARKER_WRITER
-            or marker.get("format") != MARKER_FORMAT or not isinstance(marker.get("files"), dict)
-            or marker_path is None or marker_path.is_symlink()):
-        # everything is foreign; name first what a conversion does not write (the list may be cut in messages)
-        written = {"config.json", "model.safetensors", "README.md", CONVERSION_MARKER, *TOKENIZER_FILES}
-        return sorted(entries, key=lambda name: (name in written or name.endswith(".py"), name))
-    listed = marker["files"]
+    listed = marker.get("files") if isinstance(marker, dict) and isinstance(marker.get("files"), dict) else {}
     foreign = [name for name, path in entries.items() if name != CONVERSION_MARKER and (
         name not in listed or path.is_symlink() or not path.is_file() or sha256_of(path) != listed[name])]
+    if (not isinstance(marker, dict) or marker.get("written_by") != MARKER_WRITER
+            or marker.get("format") != MARKER_FORMAT or not listed or marker_path is None or marker_path.is_symlink()):
+        return foreign + [name for name in entries if name not in foreign]  # no valid marker: every entry, the
+        # ones its (untrusted) list does not describe first
     return foreign + [f"{name} (missing)" for name in listed if name not in entries]
 
 

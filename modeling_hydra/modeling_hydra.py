@@ -19,8 +19,6 @@ from transformers.utils import logging
 
 from configuration_hydra.configuration_hydra import HydraConfig
 
-from configuration_hydra.mixer_config import RUNTIME_FIELDS
-
 from .execution_plan import build_execution_plan
 from .head_losses import cross_entropy_loss, pop_loss_kwargs, question_answering_loss, sequence_classification_loss
 from .hydra_mixer import HydraMixer, HydraRMSNormGated
@@ -144,19 +142,11 @@ class HydraPreTrainedModel(PreTrainedModel):
         super().__init__(config, *inputs, **kwargs)
         config.validate()  # `from_pretrained(..., field=value)` overrides bypass the config's own checks
         validate_backend_name(config.ssd_backend)
-        self._built_with = _structural_fields(config)
+        self._built_with = config.frozen_fields()
 
     def check_config_unchanged(self):
-        """ValueError if a field that shapes the modules was changed on the config after the model was built: the
-        modules would ignore it and a saved folder would not load back into these weights."""
-        built_with = {**self._built_with, "vocab_size": self.get_input_embeddings().num_embeddings}  # resizable
-        for field, built in built_with.items():
-            if getattr(self.config, field) != built:
-                raise ValueError(
-                    f"config.{field} was changed to {getattr(self.config, field)!r} after the model was built with "
-                    f"{built!r}: it shapes the modules, so it cannot change now. Build a new model from the changed "
-                    f"config instead (or set it back to {built!r}). Only {', '.join(RUNTIME_FIELDS)} may change."
-                )
+        """ValueError if a field that shapes the modules was changed on the config after the model was built."""
+        self.config.check_unchanged({**self._built_with, "vocab_size": self.get_input_embeddings().num_embeddings})
 
     def _init_weights(self, module):
         std = self.config.initializer_range
@@ -190,17 +180,6 @@ class HydraPreTrainedModel(PreTrainedModel):
         super().save_pretrained(save_directory, *args, **kwargs)
         if kwargs.get("is_main_process", True):
             write_remote_code(str(save_directory), __file__)
-
-
-# Fields read only when the weights are created, not by the modules afterwards: changing them later is harmless.
-_INIT_ONLY_FIELDS = ("initializer_range", "dt_min", "dt_max", "dt_init_floor", "hidden_dropout_prob",
-                     "classifier_dropout")
-
-
-def _structural_fields(config) -> dict:
-    """The config's fields that shape the modules, as they are now."""
-    return {field: getattr(config, field) for field in type(config).FIELD_RULES
-            if field not in RUNTIME_FIELDS and field not in _INIT_ONLY_FIELDS and field != "vocab_size"}
 
 
 def _validate_inputs(config, embeddings, input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,

@@ -22,6 +22,12 @@ warm-ups, taken in turn, all on --threads threads) at --bench-batch rows per bat
 rows of random lengths between a quarter of the length and the length, padded to it (the shape of dynamically padded
 GLUE batches). Eager runs twice: padding-free (`config.unpad_inputs`, the default) and padded (the path the exported
 graph takes).
+
+A vision checkpoint (`model_type` "hydra_vision": `HydraVisionModel`, `HydraForImageClassification`; tasks
+"vision-base" and "image-classification") exports with one input, `pixel_values` (float32, (batch, channels, height,
+width)), dynamic in the batch and in height and width (multiples of the patch size, at least two patches each way),
+and is checked on random images of several sizes; --benchmark then times batches of --bench-batch images at the
+config's image size.
 """
 
 import argparse
@@ -44,7 +50,7 @@ from transformers import AutoTokenizer
 from transformers.utils import logging
 
 import modeling_hydra
-from configuration_hydra import HydraConfig
+from configuration_hydra import HydraConfig, HydraVisionConfig
 
 TASKS = {
     "base": "HydraModel",
@@ -334,7 +340,7 @@ def parse_args(argv=None):
                                      epilog=__doc__.split("\n\n", 2)[2])
     parser.add_argument("checkpoint", help="folder written by save_pretrained, Hub model id, or a config .json")
     parser.add_argument("--output", default="model.onnx", help="path of the ONNX file (default: model.onnx)")
-    parser.add_argument("--task", default="auto", choices=["auto", *TASKS],
+    parser.add_argument("--task", default="auto", choices=["auto", *TASKS, *VISION_TASKS],
                         help="head to export; auto: the config's architectures (default: auto)")
     parser.add_argument("--atol", type=tolerance, default=1e-4,
                         help="largest accepted |onnxruntime - eager|, a finite number >= 0 (1e-4)")
@@ -367,6 +373,8 @@ def main(argv=None) -> int:
 
 def run(args) -> int:
     """main() after parsing: export, check parity, benchmark; the exit status."""
+    if args.task in VISION_TASKS or (args.task == "auto" and _is_vision_checkpoint(args.checkpoint)):
+        return vision_main(args)
     try:
         output = check_output_path(args.checkpoint, args.output)
         model = load_model(args.checkpoint, args.task, args.seed)
@@ -421,6 +429,124 @@ def run(args) -> int:
                   f"| {cell(row['eager_padded'])} | {cell(row['onnxruntime'])} "
                   f"| {row['eager_padding_free'][0] / row['onnxruntime'][0]:.2f} |")
     return 0
+
+
+# --- vision checkpoints -------------------------------------------------------------------------------------------
+
+VISION_TASKS = {"vision-base": "HydraVisionModel", "image-classification": "HydraForImageClassification"}
+
+
+def _is_vision_checkpoint(checkpoint: str) -> bool:
+    try:
+        config_dict, _ = HydraVisionConfig.get_config_dict(checkpoint)
+    except (OSError, ValueError):
+        return False
+    return config_dict.get("model_type") == HydraVisionConfig.model_type
+
+
+def load_vision_model(checkpoint: str, task: str, seed: int) -> nn.Module:
+    """The eval-mode float32 vision model of `checkpoint` (folder or config .json) on the torch SSD path."""
+    config = HydraVisionConfig.from_pretrained(checkpoint, ssd_backend="torch")
+    name = VISION_TASKS.get(task) or (config.architectures or ["HydraVisionModel"])[0]
+    model_class = getattr(modeling_hydra, name if name in VISION_TASKS.values() else "HydraVisionModel")
+    if Path(checkpoint).suffix == ".json":
+        torch.manual_seed(seed)
+        return model_class(config).eval()
+    return model_class.from_pretrained(checkpoint, config=config, dtype=torch.float32).eval()
+
+
+def vision_shapes(config) -> list[tuple]:
+    """(batch, channels, height, width) of the parity check: the config's size, non-square and two patches each way
+    (none of them the export example)."""
+    p, side, c = config.patch_size, config.image_size, config.num_channels
+    return [(3, c, side, side), (2, c, 2 * p, 5 * p), (1, c, side + 2 * p, 2 * p)]
+
+
+def vision_main(args) -> int:
+    """Export, parity check and (with --benchmark) timing of a vision checkpoint; the exit codes of `main`."""
+    try:
+        output = check_output_path(args.checkpoint, args.output)
+        model = load_vision_model(args.checkpoint, args.task, args.seed)
+    except CheckpointError as error:
+        print(f"export_onnx.py: error: {error}", file=sys.stderr)
+        return 2
+    except (OSError, ValueError) as error:
+        print(f"export_onnx.py: error: cannot load a Hydra vision model from {args.checkpoint!r}: "
+              f"{_first_line(error)}", file=sys.stderr)
+        return 2
+    try:
+        import onnxruntime  # noqa: F401  (the exporter needs onnx and onnxscript, the check onnxruntime)
+        import onnx  # noqa: F401
+        import onnxscript  # noqa: F401
+    except ImportError as error:
+        print(f"export_onnx.py: error: {error.name} is not installed: pip install onnx onnxscript onnxruntime",
+              file=sys.stderr)
+        return 2
+    torch.set_num_threads(args.threads)
+    config = model.config
+    output.parent.mkdir(parents=True, exist_ok=True)
+    generator = torch.Generator().manual_seed(args.seed)
+    example = torch.randn(2, config.num_channels, 3 * config.patch_size, 4 * config.patch_size, generator=generator)
+    with torch.no_grad():
+        output_names = list(model(pixel_values=example, return_dict=True).keys())
+    rows, cols = (torch.export.Dim(name, min=2) for name in ("rows", "cols"))
+    dims = {0: torch.export.Dim("batch", min=1), 2: config.patch_size * rows, 3: config.patch_size * cols}
+    start = time.perf_counter()
+    with torch.no_grad(), exporter_notes_hidden(not args.verbose):
+        program = torch.onnx.export(_VisionSignature(model, output_names).eval(), (example,),
+                                    input_names=["pixel_values"], output_names=output_names,
+                                    dynamic_shapes=(dims,), dynamo=True, optimize=args.optimize,
+                                    opset_version=args.opset, verbose=False)
+    save_atomically(program, output)
+    print(f"exported {type(model).__name__} to {output} in {time.perf_counter() - start:.0f} s; "
+          f"outputs: {', '.join(output_names)}")
+    session = onnx_session(output, args.threads)
+    shapes = vision_shapes(config)
+    worst = dict.fromkeys(output_names, 0.0)
+    for shape in shapes:
+        pixel_values = torch.randn(shape, generator=generator)
+        with torch.no_grad():
+            eager = model(pixel_values=pixel_values, return_dict=True)
+        for name, value in zip(output_names, session.run(output_names, {"pixel_values": pixel_values.numpy()})):
+            worst[name] = max(worst[name], float(np.abs(value - eager[name].numpy()).max()))
+    print(f"parity on random images (shapes {', '.join('x'.join(map(str, s)) for s in shapes)}):")
+    for name, difference in worst.items():
+        print(f"  max |onnxruntime - eager| {name}: {difference:.2e}")
+    if max(worst.values()) > args.atol:
+        print(f"export_onnx.py: error: onnxruntime differs from eager by more than --atol {args.atol:g}",
+              file=sys.stderr)
+        return 1
+    if args.benchmark:
+        pixel_values = torch.randn(args.bench_batch, config.num_channels, config.image_size, config.image_size)
+        feed = {"pixel_values": pixel_values.numpy()}
+
+        def eager_run():
+            with torch.inference_mode():
+                model(pixel_values=pixel_values)
+
+        times = {"eager": [], "onnxruntime": []}
+        for repeat in range(_WARMUPS + args.repeats):
+            for name, run in (("eager", eager_run), ("onnxruntime", functools.partial(session.run, None, feed))):
+                seconds = _seconds(run)
+                if repeat >= _WARMUPS:
+                    times[name].append(seconds)
+        print(f"\nCPU inference, {args.threads} threads, {args.bench_batch} images of {config.image_size}^2: ms per "
+              f"batch, median (min) of {args.repeats} runs: " + ", ".join(
+                  f"{name} {statistics.median(v) * 1e3:.0f} ({min(v) * 1e3:.0f})" for name, v in times.items()))
+    return 0
+
+
+class _VisionSignature(nn.Module):
+    """The vision model with the graph's signature: pixel_values -> its named outputs."""
+
+    def __init__(self, model: nn.Module, output_names: list[str]):
+        super().__init__()
+        self.model = model
+        self.output_names = output_names
+
+    def forward(self, pixel_values):
+        outputs = self.model(pixel_values=pixel_values, return_dict=True)
+        return tuple(outputs[name] for name in self.output_names)
 
 
 if __name__ == "__main__":

@@ -8,13 +8,18 @@ import pytest
 import torch
 
 import modeling_hydra
-from configuration_hydra import HydraConfig
+from configuration_hydra import HydraConfig, HydraVisionConfig
+
+# pytest's assertion messages in transformers' common tests (test_transformers_common.py,
+# test_vision_transformers_common.py), registered before either imports them
+pytest.register_assert_rewrite("transformers_sdist_tests")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TOKENIZER_DIR = REPO_ROOT / "assets" / "tokenizer" / "bert-base-uncased"
 SHARED_DIR = REPO_ROOT.parent / "shared"
-# HydraModel and every task head
-MODEL_CLASSES = [getattr(modeling_hydra, name) for name in modeling_hydra.__all__ if name != "HydraPreTrainedModel"]
+# HydraModel and every text task head (the vision classes have their own tests, tests/test_vision*.py)
+MODEL_CLASSES = [getattr(modeling_hydra, name) for name in modeling_hydra.modeling_hydra.__all__
+                 if name != "HydraPreTrainedModel"]
 
 
 def tiny_config(**overrides) -> HydraConfig:
@@ -23,6 +28,14 @@ def tiny_config(**overrides) -> HydraConfig:
                   chunk_size=8, hidden_dropout_prob=0.0)
     kwargs.update(overrides)
     return HydraConfig(**kwargs)
+
+
+def tiny_vision_config(**overrides) -> HydraVisionConfig:
+    """configs/hydra-vit-tiny.json: 2 layers, hidden 32, 4x4 patches of 32x32 RGB images, MLP 64, no dropout."""
+    kwargs = dict(image_size=32, patch_size=4, hidden_size=32, num_hidden_layers=2, intermediate_size=64, d_state=8,
+                  headdim=8, ngroups=2, chunk_size=8)
+    kwargs.update(overrides)
+    return HydraVisionConfig(**kwargs)
 
 
 def run_mixer(mixer, u, attention_mask=None, seq_idx=None):

@@ -24,7 +24,6 @@ from transformers_common.standin_configuration_utils import config_common_kwargs
 
 pytest.importorskip("parameterized", reason="transformers' test_modeling_common.py needs `parameterized` "
                                             "(pip install -e \".[test]\")")
-pytest.register_assert_rewrite("transformers_sdist_tests")  # pytest's assertion messages in transformers' tests
 try:
     with warnings.catch_warnings():
         # transformers registers its marks (flash_attn_test, ...) in a conftest.py that the sdist does not ship

@@ -6,6 +6,7 @@ from unittest import mock
 from transformers import (
     AutoConfig,
     AutoModel,
+    AutoModelForImageClassification,
     AutoModelForMaskedLM,
     AutoModelForMultipleChoice,
     AutoModelForQuestionAnswering,
@@ -16,12 +17,14 @@ from transformers.models.auto import configuration_auto, modeling_auto
 
 from configuration_hydra import HydraConfig
 from modeling_hydra import (
+    HydraForImageClassification,
     HydraForMaskedLM,
     HydraForMultipleChoice,
     HydraForQuestionAnswering,
     HydraForSequenceClassification,
     HydraForTokenClassification,
     HydraModel,
+    HydraVisionModel,
 )
 
 # auto class -> (its name table in `modeling_auto`, Hydra's class for it)
@@ -34,11 +37,16 @@ HYDRA_AUTO_CLASSES = {
     AutoModelForQuestionAnswering: ("MODEL_FOR_QUESTION_ANSWERING_MAPPING_NAMES", HydraForQuestionAnswering),
     AutoModelForMultipleChoice: ("MODEL_FOR_MULTIPLE_CHOICE_MAPPING_NAMES", HydraForMultipleChoice),
 }
+HYDRA_VISION_AUTO_CLASSES = {
+    AutoModel: ("MODEL_MAPPING_NAMES", HydraVisionModel),
+    AutoModelForImageClassification: ("MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES", HydraForImageClassification),
+}
 
 
 @contextlib.contextmanager
-def hydra_in_transformers_auto_mappings():
-    """Register Hydra's config and classes with the Auto classes and add them to `modeling_auto`'s name tables.
+def hydra_in_transformers_auto_mappings(config_class=HydraConfig, auto_classes=HYDRA_AUTO_CLASSES):
+    """Register Hydra's config and classes (the text ones by default; `HydraVisionConfig` and
+    `HYDRA_VISION_AUTO_CLASSES` for vision) with the Auto classes and add them to `modeling_auto`'s name tables.
 
     The common tests pick a model's inputs and labels by looking its class name up in those tables (e.g. a class
     in `MODEL_FOR_MULTIPLE_CHOICE_MAPPING_NAMES` gets inputs of shape (batch, num_choices, seqlen)), and load
@@ -47,10 +55,10 @@ def hydra_in_transformers_auto_mappings():
     """
     with contextlib.ExitStack() as stack:
         stack.enter_context(mock.patch.dict(configuration_auto.CONFIG_MAPPING._extra_content))
-        AutoConfig.register(HydraConfig.model_type, HydraConfig)
-        for auto_class, (names_table, model_class) in HYDRA_AUTO_CLASSES.items():
+        AutoConfig.register(config_class.model_type, config_class)
+        for auto_class, (names_table, model_class) in auto_classes.items():
             stack.enter_context(mock.patch.dict(auto_class._model_mapping._extra_content))
-            auto_class.register(HydraConfig, model_class)
+            auto_class.register(config_class, model_class)
             stack.enter_context(mock.patch.dict(getattr(modeling_auto, names_table),
-                                                {HydraConfig.model_type: model_class.__name__}))
+                                                {config_class.model_type: model_class.__name__}))
         yield
