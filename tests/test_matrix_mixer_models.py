@@ -32,7 +32,8 @@ VARIANTS = [
     ("quasiseparable", False, {"qk_dim": 2}),
 ]
 IDS = [f"{family}-{'dd' if dd else 'di'}" for family, dd, _ in VARIANTS]
-HEADS = [getattr(modeling_hydra, name) for name in modeling_hydra.__all__ if name != "HydraPreTrainedModel"]
+HEADS = [getattr(modeling_hydra, name) for name in modeling_hydra.modeling_hydra.__all__
+         if name != "HydraPreTrainedModel"]  # the text model and its heads
 # float64 models: differences are rounding only (a few ulps through two layers).
 TOL = 1e-10
 
