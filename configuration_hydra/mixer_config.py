@@ -15,6 +15,10 @@ MIXER_RECOMPUTE = ("auto", "always", "never")
 # hydra/modules/matrix_mixer.py). "hydra" is the Hydra module itself.
 MATRIX_MIXER_TYPES = ("hydra", "dense", "toeplitz", "vandermonde", "cauchy", "low_rank", "attention",
                       "quasiseparable")
+# The matrix mixers that read qk_dim (N = nheads * qk_dim) in their data-dependent (dd) and data-independent (di)
+# forms. Vandermonde di is the DFT (no q/k); dense and Toeplitz have none.
+USES_QK_DIM = {"dd": ("vandermonde", "cauchy", "low_rank", "attention", "quasiseparable"),
+               "di": ("cauchy", "low_rank", "attention", "quasiseparable")}
 # Largest accepted dt_max: a step of 1000 already makes a decay exp(A * dt) (A <= -1 at init) underflow to 0 even in
 # float64 (below exp(-745)), and larger ones overflow dt * x in float32 long before 1e30. The release uses 0.1.
 DT_MAX_LIMIT = 1e3
@@ -66,8 +70,15 @@ MIXER_FIELDS_DOC = """
             `"hydra"` (this model), or one of the paper's matrix mixers `"dense"`, `"toeplitz"`, `"vandermonde"`,
             `"cauchy"`, `"low_rank"`, `"attention"`, `"quasiseparable"`.
         is_data_dependent (`bool`, defaults to True): matrix mixers only: the matrix is computed from the input
-            (True) or learned per position (False).
-        qk_dim (`int`, defaults to 16): matrix mixers only: query/key width per head; -1 for families without q/k.
+            (True, "dd") or learned per position (False, "di"; `max_position_embeddings` positions, and longer
+            sequences are refused). `"dense"` is di only; `"vandermonde"` di is the DFT, as in the authors' code.
+        qk_dim (`int`, defaults to 16): matrix mixers only: query/key width per head (the quasiseparable state size
+            is `nheads * qk_dim`); -1 ("no q/k") is accepted for the families that do not read it (dense, toeplitz,
+            vandermonde di) and refused by the others. Attention di reads its learned q/k as (head, position, qk_dim),
+            as the authors' code does, so it needs `nheads == max_position_embeddings`.
+        Fields a family ignores: the matrix mixers do not read `d_state`, `ngroups` and `dt_limit` (the
+            quasiseparable mixer uses one group of `nheads * qk_dim` and no clamp), and only the quasiseparable one
+            reads `chunk_size` and `dt_*`; the Hydra mixer ignores `qk_dim`.
         ssd_backend (`str`, defaults to `"auto"`): kernel of the bidirectional SSD: `"auto"` or a name of the
             registry `SSD_BACKENDS` in `modeling_hydra/ssd_backends.py` (`"torch"`, `"triton"`, `"mamba_ssm"`),
             checked when the model is built. Can be overridden with `from_pretrained(..., ssd_backend=...)`.
@@ -154,6 +165,24 @@ class HydraMixerConfigMixin:
                              f"{self.nheads}")
         if self.dt_min > self.dt_max:
             raise ValueError(f"{config}.dt_min={self.dt_min} must be <= dt_max={self.dt_max}")
-        if self.matrix_mixer_type == "hydra" and not self.is_data_dependent:
+        family = self.matrix_mixer_type
+        if family == "hydra" and not self.is_data_dependent:
             raise ValueError(f"{config}.is_data_dependent=False needs a matrix mixer (matrix_mixer_type); the Hydra "
                              "mixer is data-dependent.")
+        if family == "hydra":
+            return
+        if family == "dense" and self.is_data_dependent:
+            raise ValueError(f"{config}.matrix_mixer_type='dense' is data-independent only: set "
+                             "is_data_dependent=False (the authors' code has no data-dependent dense mixer).")
+        variant = "dd" if self.is_data_dependent else "di"
+        if family in USES_QK_DIM[variant] and self.qk_dim < 1:
+            raise ValueError(f"{config}.qk_dim={self.qk_dim}: the {family} {variant} matrix mixer needs a query/key "
+                             "width qk_dim >= 1 (-1 is only for dense, toeplitz and vandermonde di).")
+        max_len = getattr(self, "max_position_embeddings", None)
+        if max_len is None:
+            raise ValueError(f"{config} has no max_position_embeddings, which the matrix mixers need (the length "
+                             "of their data-independent matrices).")
+        if family == "attention" and not self.is_data_dependent and self.nheads != max_len:
+            raise ValueError(f"{config}: the attention di mixer reads its learned q/k as (head, position, qk_dim), "
+                             f"as the authors' code does, so it needs nheads = d_inner / headdim = {self.nheads} "
+                             f"equal to max_position_embeddings={max_len}.")

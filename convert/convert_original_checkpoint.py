@@ -55,7 +55,8 @@ CONFIG_FLAGS = {
     "hidden_size": (int, "model width d"),
     "num_hidden_layers": (int, "number of Hydra layers"),
     "type_vocab_size": (int, "number of token types (segments)"),
-    "max_position_embeddings": (int, "rows of the position embedding (used only with --use_position_embeddings)"),
+    "max_position_embeddings": (int, "rows of the position embedding (with --use_position_embeddings) and the length "
+                                     "of the data-independent matrix mixers (the authors' yamls: 128)"),
     "d_state": (int, "SSM state size N"),
     "headdim": (int, "channels per SSM head P"),
     "expand": (int, "d_inner = expand * hidden_size"),
@@ -66,7 +67,15 @@ CONFIG_FLAGS = {
     "use_position_embeddings": (bool, "the model has learned absolute position embeddings"),
     "is_prenorm": (bool, "pre-norm layers plus a final LayerNorm norm_f (the release is post-norm)"),
     "pool_all": (bool, "the classification pooler averages all real tokens instead of taking the first one"),
+    "matrix_mixer_type": (str, "the sequence mixer: hydra (default), or a matrix mixer of the paper: dense, toeplitz, "
+                               "vandermonde, cauchy, low_rank, attention, quasiseparable"),
+    "is_data_dependent": (bool, "matrix mixers: the matrix is computed from the input (dd) or learned (di)"),
+    "qk_dim": (int, "matrix mixers: query/key width per head (-1: none)"),
 }
+# Where a matrix mixer's own tensors give the length of its data-independent matrix: key -> (dim, divisor, offset)
+# with max_position_embeddings = (shape[dim] + offset) // divisor.
+MATRIX_LENGTH_EVIDENCE = {"M": (1, 1, 0), "conv_params": (1, 2, 1), "dft_matrix": (0, 1, 0), "q_matrix": (0, 1, 0),
+                          "BC": (0, 1, 0)}
 # Fields read from the original config only.
 OTHER_CONFIG_FIELDS = ("hidden_act", "hidden_dropout_prob", "classifier_dropout", "initializer_range", "id2label",
                        "label2id", "problem_type")
@@ -187,6 +196,8 @@ def _coerce(name: str, value, kind, source: str):
     """`value` as `kind` (YAML gives `1e-12` as a string); ConversionError naming the field otherwise."""
     if kind is bool and isinstance(value, bool):
         return value
+    if kind is str and isinstance(value, str):
+        return value
     if kind is int and isinstance(value, int) and not isinstance(value, bool):
         return value
     if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -201,22 +212,28 @@ def _coerce(name: str, value, kind, source: str):
 
 def resolve_config_fields(original: dict, source: str, overrides: dict) -> tuple:
     """Merge the original config and the flags: returns (fields, ignored) with fields name -> (value, origin)."""
-    mixer = original.get("matrix_mixer_type", "hydra")
-    if mixer != "hydra":
-        raise ConversionError(
-            f"matrix_mixer_type is {mixer!r} in {source}; only Hydra checkpoints (matrix_mixer_type 'hydra') can be "
-            "converted, the other matrix mixers of the original code have no counterpart here.")
     fields, ignored = {}, []
     for name, value in original.items():
         if name in CONFIG_FLAGS:
             fields[name] = (_coerce(name, value, CONFIG_FLAGS[name][0], source), source)
         elif name in OTHER_CONFIG_FIELDS:
             fields[name] = (value, source)
-        elif name != "matrix_mixer_type":
+        else:
             ignored.append(name)
     for name, value in overrides.items():
         fields[name] = (value, f"--{name}")
     return fields, sorted(ignored)
+
+
+def describe_mixer(config: HydraConfig) -> str:
+    """The family the checkpoint's config names, in words."""
+    if config.matrix_mixer_type == "hydra":
+        return "hydra (the Hydra bidirectional SSD)"
+    variant = "data-dependent (dd)" if config.is_data_dependent else "data-independent (di)"
+    if config.matrix_mixer_type == "vandermonde" and not config.is_data_dependent:
+        variant += ", the DFT"
+    return (f"{config.matrix_mixer_type} matrix mixer, {variant}, qk_dim {config.qk_dim}, "
+            f"max_position_embeddings {config.max_position_embeddings}")
 
 
 def build_hydra_config(fields: dict, num_labels) -> HydraConfig:
@@ -332,7 +349,8 @@ def detect_task(state: dict, path) -> tuple:
     if attention:
         raise ConversionError(
             f"{path} is a BERT attention checkpoint, not a Hydra one: it has {len(attention)} attention/MLP tensors "
-            f"such as {attention[0]}. This converter handles Hydra checkpoints (matrix_mixer_type 'hydra') only.")
+            f"such as {attention[0]}. This converter handles the Hydra and matrix-mixer checkpoints of the authors' "
+            "code, which have no attention layers.")
     if not any(k.startswith("bert.") for k in state):
         raise ConversionError(f"{path} has no original Hydra BERT weights (no key starts with 'bert.'); "
                               f"its keys start with: {_listed(sorted(state))}.")
@@ -352,8 +370,9 @@ def detect_task(state: dict, path) -> tuple:
                           "with classifier.* (sequence classification).")
 
 
-def implied_dimensions(state: dict) -> dict:
-    """Config values implied by the checkpoint's tensor shapes: name -> (value, evidence)."""
+def implied_dimensions(state: dict, matrix_mixer_type: str = "hydra") -> dict:
+    """Config values implied by the checkpoint's tensor shapes: name -> (value, evidence). The shapes of a matrix
+    mixer's in_proj and conv depend on the family and qk_dim; a mismatch there is named by `map_original_state`."""
     found = {}
 
     def shape(key):
@@ -376,7 +395,13 @@ def implied_dimensions(state: dict) -> dict:
         return found
     found["num_hidden_layers"] = (layers[-1] + 1, f"layers {layers[0]}..{layers[-1]} in bert.encoder.layer.*")
     mixer = f"bert.encoder.layer.{layers[0]}.layer.mixer."
-    dt_bias, norm, conv = (state.get(mixer + name) for name in ("dt_bias", "norm.weight", "conv1d.weight"))
+    hydra = matrix_mixer_type == "hydra"
+    for name, (dim, divisor, offset) in MATRIX_LENGTH_EVIDENCE.items():
+        key = f"{mixer}matrix_mixer.{name}"
+        if not hydra and key in state and state[key].dim() > dim:
+            found["max_position_embeddings"] = ((state[key].shape[dim] + offset) // divisor, f"{key} {shape(key)}")
+    dt_key = mixer + ("dt_bias" if hydra else "matrix_mixer.dt_bias")
+    dt_bias, norm, conv = state.get(dt_key), state.get(mixer + "norm.weight"), state.get(mixer + "conv1d.weight")
     if conv is not None and conv.dim() == 3:
         found["d_conv"] = (conv.shape[2], f"{mixer}conv1d.weight {shape(mixer + 'conv1d.weight')}")
     if norm is None or norm.dim() != 1:
@@ -390,8 +415,8 @@ def implied_dimensions(state: dict) -> dict:
     if dt_bias is not None and dt_bias.dim() == 1:
         nheads = dt_bias.shape[0]
         found["headdim"] = (d_inner // nheads if d_inner % nheads == 0 else f"{d_inner}/{nheads}",
-                            f"{evidence} and {nheads} heads from {mixer}dt_bias")
-    if conv is not None and conv.dim() == 3:
+                            f"{evidence} and {nheads} heads from {dt_key}")
+    if hydra and conv is not None and conv.dim() == 3:
         width = conv.shape[0] - d_inner
         found["d_state"] = (width // 4 if width % 4 == 0 else f"{width}/4",
                             f"{mixer}conv1d.weight {shape(mixer + 'conv1d.weight')} = d_inner + 4 * d_state")
@@ -401,8 +426,8 @@ def implied_dimensions(state: dict) -> dict:
 def check_config_against_shapes(config: HydraConfig, fields: dict, state: dict):
     """ConversionError naming every config field that contradicts the checkpoint's shapes."""
     problems, flags = [], []
-    for name, (value, evidence) in implied_dimensions(state).items():
-        if name == "max_position_embeddings" and not config.use_position_embeddings:
+    for name, (value, evidence) in implied_dimensions(state, config.matrix_mixer_type).items():
+        if name == "max_position_embeddings" and not config.use_position_embeddings and "matrix_mixer." not in evidence:
             continue
         configured = getattr(config, name)
         if configured == value:
@@ -612,7 +637,7 @@ def convert_original_checkpoint(checkpoint, output_dir, *, original_config=None,
 
     n_params = sum(p.numel() for p in model.parameters())
     lines = [f"Converted {checkpoint} ({layout}, {len(state)} tensors) to {type(model).__name__} "
-             f"({n_params:,} parameters, {dtype}) in {output_dir}"]
+             f"({n_params:,} parameters, {dtype}) in {output_dir}", f"Sequence mixer: {describe_mixer(config)}"]
     if ignored_entries:
         lines.append(f"Ignored non-model checkpoint entries: {', '.join(ignored_entries)}")
     if ignored_fields:

@@ -22,6 +22,7 @@ from configuration_hydra.configuration_hydra import HydraConfig
 from .execution_plan import build_execution_plan
 from .head_losses import cross_entropy_loss, pop_loss_kwargs, question_answering_loss, sequence_classification_loss
 from .hydra_mixer import HydraMixer, HydraRMSNormGated
+from .matrix_mixer import MATRIX_MODULES
 from .sequence_layout import global_sequence_ids, packed_sequence_ids, positions_in_sequence
 from .sequence_mixers import build_mixer, mixer_class
 from .ssd_backends import validate_backend_name
@@ -169,6 +170,8 @@ class HydraPreTrainedModel(PreTrainedModel):
             nn.init.ones_(module.weight)
         elif isinstance(module, HydraMixer):
             module.reset_ssm_parameters()
+        elif isinstance(module, MATRIX_MODULES):
+            module.reset_parameters()
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """Save weights and config, plus the model's source files and a full `auto_map` for remote-code loading."""

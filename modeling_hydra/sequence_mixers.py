@@ -7,9 +7,13 @@ only to mixers that do, and refuses packed inputs for the others.
 """
 
 from .hydra_mixer import HydraMixer
+from .matrix_mixer import MatrixMixer
 
 MIXER_CLASSES = {
     "hydra": HydraMixer,
+    # The paper's matrix mixers (one wrapper, the family picked inside from the same config field).
+    **{family: MatrixMixer for family in ("dense", "toeplitz", "vandermonde", "cauchy", "low_rank", "attention",
+                                          "quasiseparable")},
 }
 
 

@@ -269,7 +269,8 @@ def test_the_authors_yaml_is_read_with_interpolations_and_yaml_floats(tmp_path):
     assert original["max_position_embeddings"] == 256 and original["layer_norm_eps"] == "1e-12"
     fields, ignored = resolve_config_fields(original, "from hydra.yaml", {"num_hidden_layers": 2})
     assert fields["layer_norm_eps"] == (1e-12, "from hydra.yaml")
-    assert fields["num_hidden_layers"] == (2, "--num_hidden_layers") and ignored == ["qk_dim"]
+    assert fields["num_hidden_layers"] == (2, "--num_hidden_layers") and ignored == []
+    assert fields["qk_dim"] == (16, "from hydra.yaml")  # a matrix-mixer field, read (Hydra ignores it)
     config = build_hydra_config(fields, None)
     assert (config.vocab_size, config.d_state, config.headdim, config.d_conv) == (30528, 64, 64, 7)  # released
 
@@ -351,10 +352,12 @@ def test_config_inconsistent_with_shapes_names_the_fields(tmp_path, capsys):
                                              "the checkpoint has 30528", "--vocab_size 30528")
 
 
-def test_other_matrix_mixers_and_broken_ties_are_refused(tmp_path, capsys):
+def test_a_hydra_checkpoint_under_another_mixer_type_and_broken_ties_are_refused(tmp_path, capsys):
     state = original_state_dict(ORIGINAL_CONFIG, "mlm")
     code, out = convert(tmp_path, state, {**ORIGINAL_CONFIG, "matrix_mixer_type": "toeplitz"})
-    assert_failed_cleanly(code, capsys, out, "matrix_mixer_type is 'toeplitz'")
+    assert_failed_cleanly(code, capsys, out, "does not match", "mixer.dt_bias")
+    code, out = convert(tmp_path, state, {**ORIGINAL_CONFIG, "matrix_mixer_type": "butterfly"})
+    assert_failed_cleanly(code, capsys, out, "matrix_mixer_type", "butterfly")
 
     state["cls.predictions.decoder.weight"] = state["cls.predictions.decoder.weight"] + 1.0
     code, out = convert(tmp_path, state, ORIGINAL_CONFIG)

@@ -53,8 +53,10 @@ class HydraCommonModelTest(modeling_common.ModelTesterMixin, unittest.TestCase):
         cls.addClassCleanup(torch.set_num_threads, torch.get_num_threads())
         torch.set_num_threads(1)
 
+    mixer_overrides: dict = {}  # the sequence mixer's config fields (the default: the Hydra mixer)
+
     def setUp(self):
-        self.model_tester = HydraModelTester(self)
+        self.model_tester = HydraModelTester(self, mixer_overrides=self.mixer_overrides)
         # no num_attention_heads among the common properties: Hydra has no attention
         self.config_tester = configuration_common.ConfigTester(
             self, config_class=HydraConfig, hidden_size=48, headdim=16,
@@ -62,6 +64,38 @@ class HydraCommonModelTest(modeling_common.ModelTesterMixin, unittest.TestCase):
 
     def test_config(self):
         self.config_tester.run_common_tests()
+
+
+# The same tests on one config per family of the paper's matrix mixers (dd and di alternate over the families;
+# attention dd, as di needs nheads == max_position_embeddings). The tester's rows are 7 tokens long.
+class DenseMixerCommonModelTest(HydraCommonModelTest):
+    mixer_overrides = dict(matrix_mixer_type="dense", is_data_dependent=False, qk_dim=-1, max_position_embeddings=8)
+
+
+class ToeplitzMixerCommonModelTest(HydraCommonModelTest):
+    mixer_overrides = dict(matrix_mixer_type="toeplitz", is_data_dependent=True, qk_dim=-1, max_position_embeddings=8)
+
+
+class VandermondeMixerCommonModelTest(HydraCommonModelTest):
+    mixer_overrides = dict(matrix_mixer_type="vandermonde", is_data_dependent=False, qk_dim=-1,
+                           max_position_embeddings=8)
+
+
+class CauchyMixerCommonModelTest(HydraCommonModelTest):
+    mixer_overrides = dict(matrix_mixer_type="cauchy", is_data_dependent=True, qk_dim=4)
+
+
+class LowRankMixerCommonModelTest(HydraCommonModelTest):
+    mixer_overrides = dict(matrix_mixer_type="low_rank", is_data_dependent=False, qk_dim=4, max_position_embeddings=8)
+
+
+class AttentionMixerCommonModelTest(HydraCommonModelTest):
+    mixer_overrides = dict(matrix_mixer_type="attention", is_data_dependent=True, qk_dim=4)
+
+
+class QuasiseparableMixerCommonModelTest(HydraCommonModelTest):
+    mixer_overrides = dict(matrix_mixer_type="quasiseparable", is_data_dependent=False, qk_dim=4,
+                           max_position_embeddings=8)
 
 
 def test_config_common_kwargs_standin_matches_installed_transformers():

@@ -14,8 +14,9 @@ class HydraModelTester:
 
     def __init__(self, parent, batch_size=13, seq_length=7, is_training=True, vocab_size=99, hidden_size=32,
                  num_hidden_layers=2, d_state=8, headdim=8, ngroups=2, chunk_size=4, type_vocab_size=2,
-                 num_labels=3, num_choices=4, initializer_range=0.02):
+                 num_labels=3, num_choices=4, initializer_range=0.02, mixer_overrides=None):
         self.parent = parent
+        self.mixer_overrides = mixer_overrides or {}  # e.g. a matrix mixer: matrix_mixer_type, is_data_dependent
         self.batch_size = batch_size
         self.seq_length = seq_length
         self.is_training = is_training
@@ -36,7 +37,7 @@ class HydraModelTester:
                            num_hidden_layers=self.num_hidden_layers, d_state=self.d_state, headdim=self.headdim,
                            ngroups=self.ngroups, chunk_size=self.chunk_size, type_vocab_size=self.type_vocab_size,
                            num_labels=self.num_labels, initializer_range=self.initializer_range,
-                           hidden_dropout_prob=0.1)
+                           hidden_dropout_prob=0.1, **self.mixer_overrides)
 
     def prepare_config_and_inputs_for_common(self):
         shape = (self.batch_size, self.seq_length)
