@@ -39,7 +39,8 @@ from typing import Callable
 import torch
 
 from .depthwise_conv import depthwise_conv1d, spread_positions
-from .sequence_layout import TokenLayout, global_sequence_ids, one_sequence_per_row, unpad
+from .sequence_layout import TokenLayout, global_sequence_ids, unpad
+from .sequence_rows import SequenceRows
 from .sequence_mixers import mixer_class
 from .ssd_backends import resolve_ssd_backend
 from .ssd_torch import chunk_boundaries
@@ -103,7 +104,7 @@ class ExecutionPlan:
     chunk_cap: int  # config.chunk_size, the largest chunk
     _conv_spread: tuple | None = field(default=None, repr=False)  # (flat buffer rows, width) for seq_idx rows
     _ssd_bounds: object = field(default=None, repr=False)  # what the backend takes as seq_idx
-    _isolated: object = field(default=None, repr=False)  # one sequence per row, built on first need
+    _sequence_rows: SequenceRows | None = field(default=None, repr=False)  # built on first need
 
     def mask_padding(self, t: torch.Tensor) -> torch.Tensor:
         """(batch, seqlen, C): zeros at padded positions (selected, so non-finite values there cannot leak)."""
@@ -122,13 +123,17 @@ class ExecutionPlan:
         y = self._call_ssd(inputs, self.chunk, self._ssd_bounds)
         if self.layout.seq_idx is None or self.tracing or bool(torch.isfinite(y).all()):
             return y
-        if self._isolated is None:
-            self._isolated = one_sequence_per_row(self.layout.seq_idx)
-        rows = self._isolated
+        rows = self.sequence_rows(*x.shape[:2], x.device)
         per_token = [rows.gather(t) for t in (x, dt_f, dt_b)] + [A] + [rows.gather(t) for t in (B_f, C_f, B_b, C_b,
                                                                                                diag)]
-        chunk = _chunk_length(self.backend, self.chunk_cap, rows.seq_idx.shape[1], False)
+        chunk = _chunk_length(self.backend, self.chunk_cap, rows.width, False)
         return rows.scatter(self._call_ssd(per_token, chunk, None))
+
+    def sequence_rows(self, batch: int, seqlen: int, device: torch.device) -> SequenceRows:
+        """This forward's tokens (batch, seqlen) as one sequence per row (`sequence_rows.py`), built once."""
+        if self._sequence_rows is None:
+            self._sequence_rows = SequenceRows(self.layout, batch, seqlen, device, static=self.tracing)
+        return self._sequence_rows
 
     def _call_ssd(self, inputs, chunk, bounds):
         if self.backend == "torch":

@@ -162,7 +162,7 @@ class MatrixMixer(nn.Module):
         if self.family == "quasiseparable" and self.data_dependent:  # plan.ssd keeps the sequences apart
             y = self.matrix_mixer(plan.mask_padding(parts["v"]), parts["B"], parts["C"], dt, None, plan)
             return self.norm(y.reshape(batch, seqlen, self.d_inner), z, compute)
-        rows = SequenceRows(plan.layout, batch, seqlen, projected.device, static=plan.tracing)
+        rows = plan.sequence_rows(batch, seqlen, projected.device)
         if self.family == "quasiseparable":  # di: B, C by the position inside each sequence
             y = self.matrix_mixer(plan.mask_padding(parts["v"]), None, None, None, rows, plan)
             return self.norm(y.reshape(batch, seqlen, self.d_inner), z, compute)

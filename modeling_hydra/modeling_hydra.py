@@ -1,6 +1,5 @@
 """Hydra encoders for transformers: a BERT-style model whose attention is the Hydra bidirectional SSD mixer."""
 
-import math
 
 import torch
 from torch import nn
@@ -21,10 +20,8 @@ from configuration_hydra.configuration_hydra import HydraConfig
 
 from .execution_plan import build_execution_plan
 from .head_losses import cross_entropy_loss, pop_loss_kwargs, question_answering_loss, sequence_classification_loss
-from .hydra_mixer import HydraMixer, HydraRMSNormGated
-from .matrix_mixer import MATRIX_MODULES
 from .sequence_layout import global_sequence_ids, packed_sequence_ids, positions_in_sequence
-from .sequence_mixers import build_mixer, mixer_class
+from .sequence_mixers import build_mixer, init_mixer_weights
 from .ssd_backends import validate_backend_name
 from .remote_code import write_remote_code
 from .tracing import is_tracing
@@ -161,17 +158,8 @@ class HydraPreTrainedModel(PreTrainedModel):
         elif isinstance(module, nn.LayerNorm):
             nn.init.ones_(module.weight)
             nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.Conv1d):  # PyTorch's default, as the original
-            nn.init.kaiming_uniform_(module.weight, a=math.sqrt(5))
-            if module.bias is not None:
-                bound = 1.0 / math.sqrt(module.weight.shape[1] * module.weight.shape[2])
-                nn.init.uniform_(module.bias, -bound, bound)
-        elif isinstance(module, HydraRMSNormGated):
-            nn.init.ones_(module.weight)
-        elif isinstance(module, HydraMixer):
-            module.reset_ssm_parameters()
-        elif isinstance(module, MATRIX_MODULES):
-            module.reset_parameters()
+        else:
+            init_mixer_weights(module)
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """Save weights and config, plus the model's source files and a full `auto_map` for remote-code loading."""

@@ -6,7 +6,6 @@ github.com/state-spaces/s4 with Hydra in place of attention. The bidirectional s
 sides, so the patches are read once, row-major, with no extra scan directions.
 """
 
-import math
 
 import torch
 from torch import nn
@@ -19,9 +18,8 @@ from configuration_hydra.configuration_hydra_vision import HydraVisionConfig
 
 from .execution_plan import build_execution_plan
 from .head_losses import pop_loss_kwargs, sequence_classification_loss
-from .hydra_mixer import HydraMixer, HydraRMSNormGated
 from .remote_code import write_remote_code
-from .sequence_mixers import build_mixer
+from .sequence_mixers import build_mixer, init_mixer_weights
 from .ssd_backends import validate_backend_name
 
 
@@ -170,15 +168,8 @@ class HydraVisionPreTrainedModel(PreTrainedModel):
         elif isinstance(module, nn.LayerNorm):
             nn.init.ones_(module.weight)
             nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.Conv1d):  # the mixer's depthwise convolution: PyTorch's default, as the original
-            nn.init.kaiming_uniform_(module.weight, a=math.sqrt(5))
-            if module.bias is not None:
-                bound = 1.0 / math.sqrt(module.weight.shape[1] * module.weight.shape[2])
-                nn.init.uniform_(module.bias, -bound, bound)
-        elif isinstance(module, HydraRMSNormGated):
-            nn.init.ones_(module.weight)
-        elif isinstance(module, HydraMixer):
-            module.reset_ssm_parameters()
+        else:
+            init_mixer_weights(module)
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """Save weights and config, plus the model's source files and a full `auto_map` for remote-code loading."""

@@ -222,18 +222,6 @@ def global_sequence_ids(ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, 
     return starts_mask.long().cumsum(0) - 1, starts, starts.numel()
 
 
-def one_sequence_per_row(seq_idx: torch.Tensor) -> Unpadded:
-    """The layout that gives every sequence of (rows, width) `seq_idx` a row of its own (zeros after its end)."""
-    rows, width = seq_idx.shape
-    ids, _, count = global_sequence_ids(seq_idx)  # (rows * width,) sequence number of each slot
-    position = positions_in_sequence(seq_idx).flatten()
-    longest = int(position.max()) + 1
-    src = torch.arange(rows * width, device=seq_idx.device)
-    dest = ids * longest + position
-    row_ids = torch.arange(count, device=seq_idx.device, dtype=torch.int32).repeat_interleave(longest)
-    return Unpadded(src, dest, row_ids.view(count, longest), rows, width)
-
-
 @dataclass
 class TokenLayout:
     """Where one forward's tokens sit, computed once (see the module docstring).

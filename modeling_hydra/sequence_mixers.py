@@ -6,8 +6,12 @@ hold several sequences block-diagonally (`plan.layout.seq_idx`): the execution p
 only to mixers that do, and refuses packed inputs for the others.
 """
 
-from .hydra_mixer import HydraMixer
-from .matrix_mixer import MatrixMixer
+import math
+
+from torch import nn
+
+from .hydra_mixer import HydraMixer, HydraRMSNormGated
+from .matrix_mixer import MATRIX_MODULES, MatrixMixer
 
 MIXER_CLASSES = {
     "hydra": HydraMixer,
@@ -29,3 +33,22 @@ def mixer_class(config):
 def build_mixer(config, layer_idx: int):
     """The sequence mixer of layer `layer_idx`."""
     return mixer_class(config)(config, layer_idx)
+
+
+def init_mixer_weights(module) -> bool:
+    """The authors' initialization of a mixer's own modules (what a model's `_init_weights` does not cover with its
+    Linear/LayerNorm rules); returns whether `module` was one of them."""
+    if isinstance(module, nn.Conv1d):  # the depthwise convolution: PyTorch's default, as the original
+        nn.init.kaiming_uniform_(module.weight, a=math.sqrt(5))
+        if module.bias is not None:
+            bound = 1.0 / math.sqrt(module.weight.shape[1] * module.weight.shape[2])
+            nn.init.uniform_(module.bias, -bound, bound)
+    elif isinstance(module, HydraRMSNormGated):
+        nn.init.ones_(module.weight)
+    elif isinstance(module, HydraMixer):
+        module.reset_ssm_parameters()
+    elif isinstance(module, MATRIX_MODULES):
+        module.reset_parameters()
+    else:
+        return False
+    return True

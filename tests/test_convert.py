@@ -6,7 +6,6 @@ loading the converted folder offline from a Hub-cache layout in a fresh interpre
 project."""
 
 import argparse
-import hashlib
 import json
 import logging
 import math

@@ -9,7 +9,6 @@ import pytest
 import torch
 
 import test_convert
-from convert.convert_original_checkpoint import main
 from matrix_mixer_reference import reference_mixer as matrix_reference
 from modeling_hydra import HydraForMaskedLM
 from test_convert import ORIGINAL_CONFIG, assert_failed_cleanly, convert, original_state_dict, random_inputs
