@@ -9,6 +9,20 @@ from torch.utils.checkpoint import checkpoint
 
 
 
+def init_ssm_parameters(A_log, D, dt_bias, config) -> None:
+    """The original initialization of A_log (A = -1), D (1) and dt_bias (softplus^-1 of a dt drawn log-uniformly in
+    [config.dt_min, config.dt_max], floored at config.dt_init_floor); dt_bias is kept when already loaded."""
+    nn.init.zeros_(A_log)
+    nn.init.ones_(D)
+    if getattr(dt_bias, "_is_hf_initialized", False):
+        return
+    with torch.no_grad():
+        dt = torch.exp(torch.rand(dt_bias.shape, device=dt_bias.device, dtype=torch.float32)
+                       * (math.log(config.dt_max) - math.log(config.dt_min)) + math.log(config.dt_min))
+        dt = dt.clamp(min=config.dt_init_floor)
+        dt_bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # softplus^-1(dt)
+
+
 class HydraRMSNormGated(nn.Module):
     """RMSNorm that normalizes first and gates second: `y / rms(y) * weight * silu(z)`, eps 1e-5,
     over all d_inner channels.
@@ -79,17 +93,7 @@ class HydraMixer(nn.Module):
         self.out_proj = nn.Linear(self.d_inner, self.hidden_size, bias=config.proj_bias)
 
     def reset_ssm_parameters(self):
-        """The original initialization of A_log (A = -1), D (1) and dt_bias (softplus^-1 of a log-uniform dt)."""
-        cfg = self.config
-        nn.init.zeros_(self.A_log)
-        nn.init.ones_(self.D)
-        if getattr(self.dt_bias, "_is_hf_initialized", False):
-            return
-        with torch.no_grad():
-            dt = torch.exp(torch.rand(self.nheads, device=self.dt_bias.device, dtype=torch.float32)
-                           * (math.log(cfg.dt_max) - math.log(cfg.dt_min)) + math.log(cfg.dt_min))
-            dt = dt.clamp(min=cfg.dt_init_floor)
-            self.dt_bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # softplus^-1(dt)
+        init_ssm_parameters(self.A_log, self.D, self.dt_bias, self.config)
 
     def forward(self, hidden_states: torch.Tensor, plan) -> torch.Tensor:
         """hidden_states: (batch, seqlen, hidden_size); plan: the forward's `ExecutionPlan` (layout, SSD, recompute)."""

@@ -15,14 +15,13 @@ output whatever the padding (amount, side, non-finite values) and packing of the
 mask: it lets pads reach real tokens in every family.
 """
 
-import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from .hydra_mixer import HydraRMSNormGated
+from .hydra_mixer import HydraRMSNormGated, init_ssm_parameters
 from .matrix_mixer_families import FAMILIES, check_length
 from .sequence_rows import SequenceRows
 
@@ -63,18 +62,9 @@ class QuasiseparableMatrix(nn.Module):
 
     def reset_parameters(self):
         """Hydra's init of A_log (A = -1), D (1) and dt_bias (softplus^-1 of a log-uniform dt); BC xavier-normal."""
-        cfg = self.config
-        nn.init.zeros_(self.A_log)
-        nn.init.ones_(self.D)
         if not self.data_dependent:
             nn.init.xavier_normal_(self.BC)
-        if getattr(self.dt_bias, "_is_hf_initialized", False):
-            return
-        with torch.no_grad():
-            dt = torch.exp(torch.rand(self.nheads, device=self.dt_bias.device, dtype=torch.float32)
-                           * (math.log(cfg.dt_max) - math.log(cfg.dt_min)) + math.log(cfg.dt_min))
-            dt = dt.clamp(min=cfg.dt_init_floor)
-            self.dt_bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # softplus^-1(dt)
+        init_ssm_parameters(self.A_log, self.D, self.dt_bias, self.config)
 
     def forward(self, x, B, C, dt, rows: SequenceRows | None, plan):
         """x: (batch, L, d_inner) zero at pads; dd: B, C (batch, L, N), dt (batch, L, 2 nheads), rows None; di: B,

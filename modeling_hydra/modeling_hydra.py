@@ -3,7 +3,6 @@
 
 import torch
 from torch import nn
-from transformers import PreTrainedModel
 from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import (
@@ -22,8 +21,7 @@ from .execution_plan import build_execution_plan
 from .head_losses import cross_entropy_loss, pop_loss_kwargs, question_answering_loss, sequence_classification_loss
 from .sequence_layout import global_sequence_ids, packed_sequence_ids, positions_in_sequence
 from .sequence_mixers import build_mixer, init_mixer_weights
-from .ssd_backends import validate_backend_name
-from .remote_code import write_remote_code
+from .pretrained_base import HydraPreTrainedBase
 from .tracing import is_tracing
 
 logger = logging.get_logger(__name__)
@@ -124,26 +122,15 @@ class HydraPooler(nn.Module):
         return self.activation(self.dense(pooled))
 
 
-class HydraPreTrainedModel(PreTrainedModel):
-    """Weight initialization of the original Hydra BERT and saving as a self-contained remote-code folder."""
+class HydraPreTrainedModel(HydraPreTrainedBase):
+    """Weight initialization of the original Hydra BERT; checks and saving as `HydraPreTrainedBase`."""
 
     config_class = HydraConfig
     base_model_prefix = "hydra"
-    supports_gradient_checkpointing = True
     _no_split_modules = ["HydraLayer"]
-    # The heads take the Trainer's `num_items_in_batch` and normalise their losses by it (head_losses.py), so the
-    # Trainer must pass it and not divide the loss by the accumulation steps again.
-    accepts_loss_kwargs = True
 
-    def __init__(self, config, *inputs, **kwargs):
-        super().__init__(config, *inputs, **kwargs)
-        config.validate()  # `from_pretrained(..., field=value)` overrides bypass the config's own checks
-        validate_backend_name(config.ssd_backend)
-        self._built_with = config.frozen_fields()
-
-    def check_config_unchanged(self):
-        """ValueError if a field that shapes the modules was changed on the config after the model was built."""
-        self.config.check_unchanged({**self._built_with, "vocab_size": self.get_input_embeddings().num_embeddings})
+    def built_with(self) -> dict:
+        return {**self._built_with, "vocab_size": self.get_input_embeddings().num_embeddings}  # resizable
 
     def _init_weights(self, module):
         std = self.config.initializer_range
@@ -160,14 +147,6 @@ class HydraPreTrainedModel(PreTrainedModel):
             nn.init.zeros_(module.bias)
         else:
             init_mixer_weights(module)
-
-    def save_pretrained(self, save_directory, *args, **kwargs):
-        """Save weights and config, plus the model's source files and a full `auto_map` for remote-code loading."""
-        self.check_config_unchanged()
-        self.config.auto_map = dict(AUTO_MAP)
-        super().save_pretrained(save_directory, *args, **kwargs)
-        if kwargs.get("is_main_process", True):
-            write_remote_code(str(save_directory), __file__)
 
 
 def _validate_inputs(config, embeddings, input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,

@@ -9,7 +9,6 @@ sides, so the patches are read once, row-major, with no extra scan directions.
 
 import torch
 from torch import nn
-from transformers import PreTrainedModel
 from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPooling, ImageClassifierOutput
@@ -18,9 +17,8 @@ from configuration_hydra.configuration_hydra_vision import HydraVisionConfig
 
 from .execution_plan import build_execution_plan
 from .head_losses import pop_loss_kwargs, sequence_classification_loss
-from .remote_code import write_remote_code
+from .pretrained_base import HydraPreTrainedBase
 from .sequence_mixers import build_mixer, init_mixer_weights
-from .ssd_backends import validate_backend_name
 
 
 def _validate_pixel_values(config: HydraVisionConfig, pixel_values) -> None:
@@ -132,32 +130,15 @@ class HydraVisionEncoder(nn.Module):
         return hidden_states, all_hidden_states
 
 
-# Fields that do not shape the modules: read only when the weights are created (init ranges, dropout and
-# stochastic-depth rates), or only recorded (the training resolution). Every other field is frozen when a model is
-# built, as for the text models.
-class HydraVisionPreTrainedModel(PreTrainedModel):
-    """Weight initialization (ViT's for the ViT parts, the original Hydra's for the mixer) and saving as a
-    self-contained remote-code folder."""
+class HydraVisionPreTrainedModel(HydraPreTrainedBase):
+    """Weight initialization (ViT's for the ViT parts, the original Hydra's for the mixer); checks and saving as
+    `HydraPreTrainedBase`."""
 
     config_class = HydraVisionConfig
     base_model_prefix = "hydra"
     main_input_name = "pixel_values"
     input_modalities = ("image",)
-    supports_gradient_checkpointing = True
     _no_split_modules = ["HydraVisionLayer"]
-    # The head takes the Trainer's `num_items_in_batch` and normalises its loss by it (head_losses.py), so that
-    # gradient accumulation and data parallelism give one large batch's loss, as the text heads do.
-    accepts_loss_kwargs = True
-
-    def __init__(self, config, *inputs, **kwargs):
-        super().__init__(config, *inputs, **kwargs)
-        config.validate()  # `from_pretrained(..., field=value)` overrides bypass the config's own checks
-        validate_backend_name(config.ssd_backend)
-        self._built_with = config.frozen_fields()
-
-    def check_config_unchanged(self):
-        """ValueError if a field that shapes the modules was changed on the config after the model was built."""
-        self.config.check_unchanged(self._built_with)
 
     def _init_weights(self, module):
         std = self.config.initializer_range
@@ -170,14 +151,6 @@ class HydraVisionPreTrainedModel(PreTrainedModel):
             nn.init.zeros_(module.bias)
         else:
             init_mixer_weights(module)
-
-    def save_pretrained(self, save_directory, *args, **kwargs):
-        """Save weights and config, plus the model's source files and a full `auto_map` for remote-code loading."""
-        self.check_config_unchanged()
-        self.config.auto_map = dict(AUTO_MAP)
-        super().save_pretrained(save_directory, *args, **kwargs)
-        if kwargs.get("is_main_process", True):
-            write_remote_code(str(save_directory), __file__)
 
 
 class HydraVisionModel(HydraVisionPreTrainedModel):
