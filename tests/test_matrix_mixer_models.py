@@ -164,7 +164,7 @@ def test_recompute_and_gradient_checkpointing_keep_gradients(family, dd, overrid
         model = model_for(HydraForMaskedLM, family, dd, overrides,
                           mixer_recompute="always" if mode == "always" else "never").train()
         if mode == "layers":
-            model.gradient_checkpointing_enable()
+            (getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable)()
         model(input_ids=ids, attention_mask=mask, labels=ids).loss.backward()
         grads[mode] = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
     for mode in ("always", "layers"):
