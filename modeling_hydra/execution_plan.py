@@ -124,10 +124,9 @@ class ExecutionPlan:
         if self.layout.seq_idx is None or self.tracing or bool(torch.isfinite(y).all()):
             return y
         rows = self.sequence_rows(*x.shape[:2], x.device)
-        per_token = [rows.gather(t) for t in (x, dt_f, dt_b)] + [A] + [rows.gather(t) for t in (B_f, C_f, B_b, C_b,
-                                                                                               diag)]
+        per_sequence = [t if t is A else rows.gather(t) for t in inputs]  # (sequences, longest, ...); A per head
         chunk = _chunk_length(self.backend, self.chunk_cap, rows.width, False)
-        return rows.scatter(self._call_ssd(per_token, chunk, None))
+        return rows.scatter(self._call_ssd(per_sequence, chunk, None))
 
     def sequence_rows(self, batch: int, seqlen: int, device: torch.device) -> SequenceRows:
         """This forward's tokens (batch, seqlen) as one sequence per row (`sequence_rows.py`), built once."""
