@@ -371,6 +371,20 @@ def main(argv=None) -> int:
             logging.enable_progress_bar()
 
 
+def onnx_packages_installed() -> bool:
+    """Whether the exporter's packages (onnx, onnxscript) and the check's (onnxruntime) import; else says which to
+    install."""
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+        import onnxscript  # noqa: F401
+    except ImportError as error:
+        print(f"export_onnx.py: error: {error.name} is not installed: pip install onnx onnxscript onnxruntime",
+              file=sys.stderr)
+        return False
+    return True
+
+
 def run(args) -> int:
     """main() after parsing: export, check parity, benchmark; the exit status."""
     if args.task in VISION_TASKS or (args.task == "auto" and _is_vision_checkpoint(args.checkpoint)):
@@ -381,13 +395,7 @@ def run(args) -> int:
     except CheckpointError as error:
         print(f"export_onnx.py: error: {error}", file=sys.stderr)
         return 2
-    try:
-        import onnx  # noqa: F401  (the exporter needs onnx and onnxscript, the check onnxruntime)
-        import onnxruntime  # noqa: F401
-        import onnxscript  # noqa: F401
-    except ImportError as error:
-        print(f"export_onnx.py: error: {error.name} is not installed: pip install onnx onnxscript onnxruntime",
-              file=sys.stderr)
+    if not onnx_packages_installed():
         return 2
     torch.set_num_threads(args.threads)
     multiple_choice = isinstance(model, modeling_hydra.HydraForMultipleChoice)
@@ -474,13 +482,7 @@ def vision_main(args) -> int:
         print(f"export_onnx.py: error: cannot load a Hydra vision model from {args.checkpoint!r}: "
               f"{_first_line(error)}", file=sys.stderr)
         return 2
-    try:
-        import onnxruntime  # noqa: F401  (the exporter needs onnx and onnxscript, the check onnxruntime)
-        import onnx  # noqa: F401
-        import onnxscript  # noqa: F401
-    except ImportError as error:
-        print(f"export_onnx.py: error: {error.name} is not installed: pip install onnx onnxscript onnxruntime",
-              file=sys.stderr)
+    if not onnx_packages_installed():
         return 2
     torch.set_num_threads(args.threads)
     config = model.config
