@@ -86,6 +86,8 @@ def parse_args(argv=None):
                         help="training examples read per task, for pre-training and fine-tuning (default: all)")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out-dir", default="matrix_mixer_ablation")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the finished (variant, seed) runs of --out-dir (same settings) and run the rest")
     parser.add_argument("--quick", action="store_true", help="a tiny run for the tests: the numbers mean nothing")
     args = parser.parse_args(argv)
     if args.quick:
@@ -154,7 +156,11 @@ def pretrain(name, args, tokenizer, rows, seed) -> tuple:
     losses = []
     for examples in batches(rows, args.pretrain_batch, args.pretrain_steps, generator):
         batch = collator(examples)
-        loss = model(**batch).loss
+        labels = batch.pop("labels")
+        hidden = model.hydra(**batch).last_hidden_state  # (batch, seqlen, hidden_size)
+        scored = labels != -100
+        # the MLM head on the scored positions only: the loss model(**batch, labels=labels) gives, at ~1/6 the cost
+        loss = torch.nn.functional.cross_entropy(model.cls(hidden[scored]), labels[scored])
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
@@ -174,16 +180,28 @@ def task_score(task, metrics) -> float:
     return 100.0 * statistics.mean(metrics.values())
 
 
+def task_data(task, args, tokenizer) -> dict:
+    """{"train": [...], "dev": [...]}: the examples used, tokenized once per task for every variant and seed."""
+    key = (task.name, args.max_len, args.train_samples, args.eval_samples)
+    if key not in TASK_DATA:
+        folder = Path(args.glue_dir) / task.directory
+        data = {}
+        for split, limit in (("train", args.train_samples), ("dev", args.eval_samples)):
+            columns, keys = task_texts(task, str(folder / f"{split}.tsv"))
+            encoded = tokenizer(*[columns[k][:limit] for k in keys], truncation=True, max_length=args.max_len)
+            data[split] = [dict(input_ids=ids, token_type_ids=types, labels=label) for ids, types, label in
+                           zip(encoded["input_ids"], encoded["token_type_ids"], columns["label"][:limit])]
+        TASK_DATA[key] = data
+    return TASK_DATA[key]
+
+
+TASK_DATA = {}
+RESUMABLE_ARGS = ("variants", "seeds", "threads", "out_dir", "resume")
+
+
 def finetune(name, args, tokenizer, encoder_state, task_name, seed) -> float:
     task = get_glue_task(task_name)
-    folder = Path(args.glue_dir) / task.directory
-    data = {}
-    for split in ("train", "dev"):
-        columns, keys = task_texts(task, str(folder / f"{split}.tsv"))
-        encoded = tokenizer(*[columns[k] for k in keys], truncation=True, max_length=args.max_len)
-        data[split] = [dict(input_ids=ids, token_type_ids=types, labels=label) for ids, types, label in
-                       zip(encoded["input_ids"], encoded["token_type_ids"], columns["label"])]
-    data["train"], data["dev"] = data["train"][:args.train_samples], data["dev"][:args.eval_samples]
+    data = task_data(task, args, tokenizer)
     num_labels = 1 if task.is_regression else len(task.tsv_labels)
     torch.manual_seed(seed)
     model = HydraForSequenceClassification(variant_config(name, args, len(tokenizer), num_labels=num_labels))
@@ -214,14 +232,18 @@ def finetune(name, args, tokenizer, encoder_state, task_name, seed) -> float:
     return task_score(task, compute_glue_metrics(task, predictions, references))
 
 
-def run(args) -> dict:
+def run(args, finished=(), on_run=None) -> dict:
+    """Every (variant, seed) not in `finished`; `on_run(runs)` after each one, so an interrupted run can resume."""
     if args.threads:
         torch.set_num_threads(args.threads)
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer_dir)
     rows = pretraining_rows(args, tokenizer)
-    runs = []
+    runs = list(finished)
+    done = {(r["variant"], r["seed"]) for r in runs}
     for name in args.variants:
         for seed in args.seeds:
+            if (name, seed) in done:
+                continue
             start = time.time()
             model, mlm_loss = pretrain(name, args, tokenizer, rows, seed)
             encoder_state = {k: v for k, v in model.state_dict().items() if k.startswith("hydra.")}
@@ -232,6 +254,8 @@ def run(args) -> dict:
                               seconds=time.time() - start)
             runs.append(run_record)
             print(json.dumps(run_record), flush=True)
+            if on_run is not None:
+                on_run(runs, len(rows))
     return dict(runs=runs, pretraining_rows=len(rows))
 
 
@@ -272,17 +296,29 @@ def write_atomically(path: Path, text: str):
 
 def main(argv=None):
     args = parse_args(argv)
-    result = run(args)
-    meta = dict(date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                command="python " + " ".join([Path(sys.argv[0]).name] + (argv if argv is not None else sys.argv[1:])),
-                pretraining_rows=result["pretraining_rows"], torch=torch.__version__)
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    write_atomically(out / "matrix_mixer_ablation.json", json.dumps(dict(meta=meta, args=vars(args),
-                                                                         runs=result["runs"]), indent=1))
-    table = markdown(meta, result["runs"], args)
-    write_atomically(out / "matrix_mixer_ablation.md", table)
-    print(table)
+    record = out / "matrix_mixer_ablation.json"
+    finished = []
+    if args.resume and record.is_file():
+        previous = json.loads(record.read_text())
+        changed = {k for k, v in vars(args).items() if k not in RESUMABLE_ARGS and previous["args"].get(k) != v}
+        if changed:
+            raise SystemExit(f"--resume: {record} was run with other settings ({sorted(changed)}); use another "
+                             "--out-dir")
+        finished = previous["runs"]
+    meta = dict(date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                command="python " + " ".join([Path(sys.argv[0]).name] + (argv if argv is not None else sys.argv[1:])),
+                torch=torch.__version__)
+
+    def save(runs, pretraining_rows):
+        meta["pretraining_rows"] = pretraining_rows
+        write_atomically(record, json.dumps(dict(meta=meta, args=vars(args), runs=runs), indent=1))
+        write_atomically(out / "matrix_mixer_ablation.md", markdown(meta, runs, args))
+
+    result = run(args, finished, on_run=save)
+    save(result["runs"], result["pretraining_rows"])
+    print(markdown(meta, result["runs"], args))
 
 
 if __name__ == "__main__":

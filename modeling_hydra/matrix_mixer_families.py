@@ -188,7 +188,26 @@ class VandermondeMatrix(nn.Module):
         return self.std * y
 
 
-class CauchyMatrix(nn.Module):
+class _LearnedQKMatrix(nn.Module):
+    """Base of the families whose di variant learns the (max_len, nheads, qk_dim) `q_matrix` and `k_matrix`
+    (Cauchy, low rank, attention), Xavier-normal initialized as in the authors' code."""
+
+    def __init__(self, nheads: int, max_len: int, qk_dim: int, data_dependent: bool, std: float):
+        super().__init__()
+        self.max_len = max_len
+        self.std = std
+        self.data_dependent = data_dependent
+        if not data_dependent:
+            self.q_matrix = nn.Parameter(torch.empty(max_len, nheads, qk_dim))  # (max_len, nheads, qk_dim)
+            self.k_matrix = nn.Parameter(torch.empty(max_len, nheads, qk_dim))
+
+    def reset_parameters(self):
+        if not self.data_dependent:
+            nn.init.xavier_normal_(self.q_matrix)
+            nn.init.xavier_normal_(self.k_matrix)
+
+
+class CauchyMatrix(_LearnedQKMatrix):
     """Cauchy: `M[t, s] = sum_d 1 / (q~_d[t] + k~_d[s] + 1e-8)`, std 1 / sqrt(max_len qk_dim).
 
     dd: q~ = exp(q) + bias, k~ = exp(k) + bias with the learned 0-dim `bias` (init 0.5), any length. di:
@@ -197,22 +216,14 @@ class CauchyMatrix(nn.Module):
     """
 
     def __init__(self, nheads: int, max_len: int, qk_dim: int, data_dependent: bool):
-        super().__init__()
-        self.max_len = max_len
-        self.std = 1.0 / math.sqrt(max_len * qk_dim)
-        self.data_dependent = data_dependent
+        super().__init__(nheads, max_len, qk_dim, data_dependent, std=1.0 / math.sqrt(max_len * qk_dim))
         if data_dependent:
             self.bias = nn.Parameter(torch.empty(()))  # 0-dim, as the authors'
-        else:
-            self.q_matrix = nn.Parameter(torch.empty(max_len, nheads, qk_dim))  # (max_len, nheads, qk_dim)
-            self.k_matrix = nn.Parameter(torch.empty(max_len, nheads, qk_dim))
 
     def reset_parameters(self):
+        super().reset_parameters()
         if self.data_dependent:
             nn.init.constant_(self.bias, 0.5)
-        else:
-            nn.init.xavier_normal_(self.q_matrix)
-            nn.init.xavier_normal_(self.k_matrix)
 
     @staticmethod
     def _tile(start, stop, q, k, v):
@@ -236,25 +247,14 @@ class CauchyMatrix(nn.Module):
         return self.std * y
 
 
-class LowRankMatrix(nn.Module):
+class LowRankMatrix(_LearnedQKMatrix):
     """Low rank: `M_h[t, s] = q_h[t] . k_h[s]`, std 1 / sqrt(max_len qk_dim), computed as Q (K^T v).
 
     dd: q, k from the input (SiLU'd), any length. di: q_matrix, k_matrix (max_len, nheads, qk_dim).
     """
 
     def __init__(self, nheads: int, max_len: int, qk_dim: int, data_dependent: bool):
-        super().__init__()
-        self.max_len = max_len
-        self.std = 1.0 / math.sqrt(max_len * qk_dim)
-        self.data_dependent = data_dependent
-        if not data_dependent:
-            self.q_matrix = nn.Parameter(torch.empty(max_len, nheads, qk_dim))  # (max_len, nheads, qk_dim)
-            self.k_matrix = nn.Parameter(torch.empty(max_len, nheads, qk_dim))
-
-    def reset_parameters(self):
-        if not self.data_dependent:
-            nn.init.xavier_normal_(self.q_matrix)
-            nn.init.xavier_normal_(self.k_matrix)
+        super().__init__(nheads, max_len, qk_dim, data_dependent, std=1.0 / math.sqrt(max_len * qk_dim))
 
     def forward(self, v, q, k, keep):
         """v: (rows, L, nheads, headdim); q, k: (rows, L, nheads, qk_dim) or None (di) -> std * M v."""
@@ -267,7 +267,7 @@ class LowRankMatrix(nn.Module):
         return self.std * torch.einsum("bthd,bhdp->bthp", q, kv)
 
 
-class AttentionMatrix(nn.Module):
+class AttentionMatrix(_LearnedQKMatrix):
     """Softmax attention without scale factor std: `M_h = softmax_s(q_h[t] . k_h[s] / sqrt(qk_dim))`, through
     `F.scaled_dot_product_attention` with a key mask at pads (the authors' code has none).
 
@@ -277,18 +277,7 @@ class AttentionMatrix(nn.Module):
     """
 
     def __init__(self, nheads: int, max_len: int, qk_dim: int, data_dependent: bool):
-        super().__init__()
-        self.max_len = max_len
-        self.std = 1.0
-        self.data_dependent = data_dependent
-        if not data_dependent:
-            self.q_matrix = nn.Parameter(torch.empty(max_len, nheads, qk_dim))  # read as (nheads, max_len, qk_dim)
-            self.k_matrix = nn.Parameter(torch.empty(max_len, nheads, qk_dim))
-
-    def reset_parameters(self):
-        if not self.data_dependent:
-            nn.init.xavier_normal_(self.q_matrix)
-            nn.init.xavier_normal_(self.k_matrix)
+        super().__init__(nheads, max_len, qk_dim, data_dependent, std=1.0)  # di: read as (nheads, max_len, qk_dim)
 
     def forward(self, v, q, k, keep):
         """v: (rows, L, nheads, headdim); q, k: (rows, L, nheads, qk_dim) or None (di) -> M v."""

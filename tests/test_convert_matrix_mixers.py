@@ -8,10 +8,18 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-import test_convert
+import original_checkpoints
 from matrix_mixer_reference import reference_mixer as matrix_reference
 from modeling_hydra import HydraForMaskedLM
-from test_convert import ORIGINAL_CONFIG, assert_failed_cleanly, convert, original_state_dict, random_inputs
+from original_checkpoints import (
+    ORIGINAL_CONFIG,
+    SEQLEN,
+    assert_failed_cleanly,
+    assert_matches_original,
+    convert,
+    original_state_dict,
+    random_inputs,
+)
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -32,7 +40,6 @@ VARIANTS = [
     ("quasiseparable", False, 3, 4, False),
 ]
 IDS = [f"{v[0]}-{'dd' if v[1] else 'di'}" for v in VARIANTS]
-SEQLEN = test_convert.SEQLEN  # the checkpoints' max length: the authors run every mixer at L = max_len
 
 
 def variant_config(family, dd, qk_dim, headdim, positions):
@@ -134,8 +141,8 @@ def test_converted_matrix_mixers_equal_the_original_forward(tmp_path, capsys, mo
     printed = capsys.readouterr().out
     assert code == 0, printed
     assert f"Sequence mixer: {family} matrix mixer" in printed
-    monkeypatch.setattr(test_convert, "reference_mixer", original_matrix_mixer)
-    model = test_convert.assert_matches_original(out, state, cfg, head)
+    monkeypatch.setattr(original_checkpoints, "reference_mixer", original_matrix_mixer)
+    model = assert_matches_original(out, state, cfg, head)
     if family == "vandermonde" and not dd:  # the checkpoint's buffer, not a recomputed one
         carried = state["bert.encoder.layer.0.layer.mixer.matrix_mixer.dft_matrix"]
         assert torch.equal(model.hydra.encoder.layer[0].mixer.matrix_mixer.dft_matrix.float(), carried)
