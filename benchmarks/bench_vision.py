@@ -8,7 +8,8 @@ embeddings and a class token, Hydra neither; ViT's attention has 4 d^2 weights a
 The position table of ViT is interpolated at sizes other than its own (`interpolate_pos_encoding=True`); Hydra needs
 none. Forward runs under `torch.inference_mode`; forward+backward is one training step's `loss.backward()` on the
 mean of the last hidden state (no optimizer). Reports medians (and minima) of --repeats runs after --warmups, the
-ratio ViT/Hydra (above 1: Hydra is faster) and the 1-minute load average, since a shared machine skews timings:
+ratio ViT/Hydra (above 1: Hydra is faster), the ratio of their forward FLOPs (what the time ratio would be if both
+ran their operations at the same rate) and the 1-minute load average, since a shared machine skews timings:
 
     python benchmarks/bench_vision.py                                          # hydra-vit-base, 224 384 512
     python benchmarks/bench_vision.py --hidden-size 192 --layers 4 --batch 2   # a quick indicative run
@@ -22,6 +23,7 @@ import sys
 import time
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 from transformers import ViTConfig, ViTModel
 
 from configuration_hydra import HydraVisionConfig
@@ -63,6 +65,18 @@ def timed(run, device: torch.device) -> float:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return time.perf_counter() - start
+
+
+def forward_flops(model, pixel_values, vit: bool) -> int:
+    """Floating-point operations of one forward (matmuls, batched matmuls, convolutions and attention), counted by
+    torch's FlopCounterMode; its table has no entry for the CPU flash-attention op, which is counted with the same
+    formula as its CUDA kernels."""
+    cpu_attention = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+    mapping = {cpu_attention: lambda query, key, value, *args, **kwargs: sdpa_flop_count(query, key, value)}
+    kwargs = {"interpolate_pos_encoding": True} if vit else {}
+    with torch.inference_mode(), FlopCounterMode(display=False, custom_mapping=mapping) as counter:
+        model(pixel_values=pixel_values, **kwargs)
+    return counter.get_total_flops()
 
 
 def step_functions(model, pixel_values, vit: bool):
@@ -121,10 +135,12 @@ def main(argv=None) -> int:
           f"{args.ssd_backend}, torch {torch.__version__}", flush=True)
 
     rows = []
-    print("| image | patches | mode | Hydra ms | ViT ms | ViT / Hydra | load avg |")
-    print("|---|---|---|---|---|---|---|")
+    print("| image | patches | mode | Hydra ms | ViT ms | ViT / Hydra | ViT / Hydra FLOPs | load avg |")
+    print("|---|---|---|---|---|---|---|---|")
     for side in args.resolutions:
         pixel_values = torch.randn(args.batch, hydra_config.num_channels, side, side, device=device, dtype=dtype)
+        # the ratio's ceiling if both models ran their operations at the same rate
+        flops = {name: forward_flops(model, pixel_values[:1], name == "vit") for name, model in models.items()}
         for mode in args.modes:
             runs = {name: step_functions(model, pixel_values, name == "vit")[mode] for name, model in models.items()}
             times = {name: [] for name in runs}
@@ -135,12 +151,15 @@ def main(argv=None) -> int:
                         times[name].append(seconds)
             row = {"image": side, "patches": (side // hydra_config.patch_size) ** 2, "mode": mode,
                    "batch": args.batch, "load_average": os.getloadavg()[0],
+                   **{f"{name}_forward_gflops_per_image": count / 1e9 for name, count in flops.items()},
                    **{f"{name}_ms": statistics.median(values) * 1e3 for name, values in times.items()},
                    **{f"{name}_min_ms": min(values) * 1e3 for name, values in times.items()}}
             row["vit_over_hydra"] = row["vit_ms"] / row["hydra_ms"]
+            row["vit_over_hydra_flops"] = flops["vit"] / flops["hydra"]
             rows.append(row)
             print(f"| {side}² | {row['patches']} | {mode} | {row['hydra_ms']:.0f} ({row['hydra_min_ms']:.0f}) | "
                   f"{row['vit_ms']:.0f} ({row['vit_min_ms']:.0f}) | {row['vit_over_hydra']:.2f} | "
+                  f"{row['vit_over_hydra_flops']:.2f} | "
                   f"{row['load_average']:.1f} |", flush=True)
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:

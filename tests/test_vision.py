@@ -329,6 +329,14 @@ def test_bench_vision_matches_parameters_and_reports_every_row(tmp_path):
     assert [(row["image"], row["mode"]) for row in data["rows"]] == [
         (32, "forward"), (32, "fwd+bwd"), (48, "forward"), (48, "fwd+bwd")]
     assert all(row["hydra_ms"] > 0 and row["vit_ms"] > 0 for row in data["rows"])
+    # ViT's forward FLOPs written out: patch convolution, per block 4 d x d projections, the MLP and attention's two
+    # (L x L x d) products (the CPU flash-attention op, which torch's counter has no formula for)
+    d, mlp, patch = 64, data["vit_intermediate_size"], 16
+    for row in data["rows"]:
+        patches = row["patches"]
+        tokens = patches + 1  # the class token
+        expected = 2 * patches * d * 3 * patch * patch + 2 * tokens * (4 * d * d + 2 * d * mlp) + 4 * tokens ** 2 * d
+        assert row["vit_forward_gflops_per_image"] * 1e9 == pytest.approx(expected, rel=1e-9)
 
 
 def test_hydra_vit_base_preset_has_the_papers_parameter_count():
