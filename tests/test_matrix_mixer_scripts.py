@@ -47,3 +47,22 @@ def test_ablation_quick_writes_mean_and_std_over_seeds(tmp_path):
         expected = f"{statistics.mean(scores):.1f} ± {statistics.stdev(scores):.1f} | {paper} |"
         line = next(line for line in table.splitlines() if line.startswith(f"| {variant} |"))
         assert line.endswith(expected), (line, expected)
+
+
+def test_ablation_resume_keeps_finished_runs_and_refuses_other_settings(tmp_path):
+    glue = tmp_path / "glue"
+    shutil.copytree(REPO_ROOT / "assets" / "glue_sample" / "SST-2", glue / "SST-2")
+    common = ["--quick", "--threads", "1", "--tasks", "sst2", "--glue_dir", str(glue), "--variants", "low_rank dd",
+              "--out-dir", str(tmp_path / "out")]
+    record = tmp_path / "out" / "matrix_mixer_ablation.json"
+    run_script("matrix_mixer_ablation.py", *common, "--seeds", "0")
+    (first,) = json.loads(record.read_text())["runs"]
+    run_script("matrix_mixer_ablation.py", *common, "--seeds", "0", "1", "--resume")
+    runs = json.loads(record.read_text())["runs"]
+    assert [(r["seed"], r["seconds"]) for r in runs][0] == (0, first["seconds"])  # kept, not run again
+    assert [r["seed"] for r in runs] == [0, 1]
+    result = subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / "matrix_mixer_ablation.py"), *common,
+                             "--finetune_lr", "0.5", "--resume"], cwd=REPO_ROOT, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode != 0 and "other settings (['finetune_lr'])" in result.stderr
+    assert json.loads(record.read_text())["runs"] == runs  # nothing written
