@@ -290,8 +290,14 @@ class AttentionMatrix(_LearnedQKMatrix):
             q = self.q_matrix[:, :seqlen].to(v.dtype).contiguous().expand(rows, -1, -1, -1)  # (rows, nheads, L, qk)
             k = self.k_matrix[:, :seqlen].to(v.dtype).contiguous().expand(rows, -1, -1, -1)
         mask = None if keep is None else keep[:, None, None, :]  # (rows, 1, 1, L)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (rows, nheads, L, headdim)
-        return y.transpose(1, 2)
+        # SDPA's fused (flash) kernels need one last dim for q, k and v; otherwise it falls back to materializing the
+        # (rows, nheads, L, L) scores. Zero columns appended to q and k (or to v) leave every q . k and every output
+        # column unchanged, so the narrower side is padded and the scale stays that of qk_dim.
+        qk_dim, headdim = q.shape[-1], v.shape[-1]
+        width = max(qk_dim, headdim)
+        q, k, v = (F.pad(t, (0, width - t.shape[-1])) if t.shape[-1] < width else t for t in (q, k, v))
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=qk_dim ** -0.5)  # (rows, nheads, L, width)
+        return y[..., :headdim].transpose(1, 2)
 
 
 FAMILIES = {

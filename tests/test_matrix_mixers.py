@@ -206,6 +206,29 @@ def test_tiled_kernels_gradients(family, monkeypatch):
         assert relative(grads[n], p.grad) < TOL, n
 
 
+@pytest.mark.parametrize("qk_dim, headdim", [(16, 64), (64, 16), (32, 32)])
+def test_attention_runs_sdpa_fused_kernel_with_any_qk_dim(qk_dim, headdim):
+    """q, k of qk_dim and v of headdim: SDPA takes its fused CPU kernel (no (L x L) scores in memory) forward and
+    backward, with the padding mask, and the result is softmax(q k^T / sqrt(qk_dim)) v computed in float64."""
+    attention = families.AttentionMatrix(nheads=2, max_len=64, qk_dim=qk_dim, data_dependent=True)
+    q, k = (torch.randn(2, 40, 2, qk_dim, requires_grad=True) for _ in range(2))
+    v = torch.randn(2, 40, 2, headdim, requires_grad=True)
+    keep = torch.ones(2, 40, dtype=torch.bool)
+    keep[1, 30:] = False
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profiler:
+        y = attention(v, q, k, keep)
+        y.sum().backward()
+    ops = {event.name for event in profiler.events()}
+    assert "aten::_scaled_dot_product_flash_attention_for_cpu" in ops, sorted(o for o in ops if "scaled" in o)
+    assert "aten::_scaled_dot_product_flash_attention_for_cpu_backward" in ops
+    assert not any("attention_math" in op for op in ops)
+    scores = torch.einsum("bthd,bshd->bhts", q.double(), k.double()) / math.sqrt(qk_dim)
+    scores = scores.masked_fill(~keep[:, None, None, :], float("-inf"))
+    expected = torch.einsum("bhts,bshp->bthp", scores.softmax(-1), v.double())
+    assert y.shape == (2, 40, 2, headdim)
+    assert relative(y.double(), expected) < 1e-5
+
+
 def test_float32_close_to_float64():
     """float32 activations compute the families in float32: close to the float64 result."""
     mixer = build_mixer("vandermonde", True, {"qk_dim": 3})
