@@ -9,8 +9,8 @@ MatrixMixer (in_proj, conv, family, gated norm, out_proj) runs
     Vandermonde and Cauchy dd the (batch, heads, qk, L, L) / (batch, heads, L, L, qk) kernel tensors,
 forward (no grad) and forward+backward. Peak memory: on CUDA `torch.cuda.max_memory_allocated` over the cell (cells
 run in this process); on CPU each cell runs in a process of its own (glibc's mmap threshold at 64 KiB, so freed
-blocks go back to the system) and reports the growth of its resident-set high-water mark (VmHWM) over its size
-before the first run. Times are the median of --repeats after
+blocks go back to the system) and reports the growth of its resident-set high-water mark (VmHWM, reset after the
+mixer is built) over its size before the first run. Times are the median of --repeats after
 --warmup runs. A cell whose materialized tensors would exceed --max-materialized-gb is skipped (reported as such).
 Both paths' outputs are compared (relative max difference) as a sanity check.
 
@@ -206,6 +206,9 @@ def run_cell(variant, L, path, mode, opts):
         return out.detach()
 
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    if opts["isolated"]:  # forget the high-water mark of building the mixer (e.g. the DFT buffer's temporaries)
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
     start_rss = _vm_kib("VmRSS")
     for _ in range(opts["warmup"]):
         once()
