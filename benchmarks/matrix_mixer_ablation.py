@@ -259,11 +259,12 @@ def run(args, finished=(), on_run=None) -> dict:
     return dict(runs=runs, pretraining_rows=len(rows))
 
 
-def mean_std(values) -> str:
+def mean_std(values, digits: int = 1) -> str:
     values = [v for v in values if not math.isnan(v)]
     if not values:
         return "nan"
-    return f"{statistics.mean(values):.1f} ± {statistics.stdev(values) if len(values) > 1 else 0.0:.1f}"
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.{digits}f} ± {std:.{digits}f}"
 
 
 def markdown(meta, runs, args) -> str:
@@ -283,7 +284,7 @@ def markdown(meta, runs, args) -> str:
         paper = VARIANTS[name][3]
         cells = [mean_std([r["scores"][t] for r in mine]) for t in args.tasks]
         lines.append(f"| {name} | {mine[0]['encoder_parameters']:,} | "
-                     f"{statistics.mean(r['mlm_loss'] for r in mine):.2f} | " + " | ".join(cells)
+                     f"{mean_std([r['mlm_loss'] for r in mine], digits=2)} | " + " | ".join(cells)
                      + f" | {mean_std([r['glue'] for r in mine])} | {paper if paper is not None else '-'} |")
     return "\n".join(lines) + "\n"
 
