@@ -19,7 +19,8 @@ matrices add H x L^2 (dense), L x qk x H, ... parameters; the paper matched its 
     python benchmarks/matrix_mixer_ablation.py --out-dir ablation            # every variant, 3 seeds
     python benchmarks/matrix_mixer_ablation.py --quick --out-dir /tmp/abl    # seconds: for the tests
 
-writes matrix_mixer_ablation.json (every run) and matrix_mixer_ablation.md (the table, with the command and date).
+writes matrix_mixer_ablation.json (every run) and matrix_mixer_ablation.md (the table, with the command and date)
+after every run; `--resume` keeps the finished runs of --out-dir and runs the rest (the same settings required).
 """
 
 import argparse
@@ -62,6 +63,8 @@ VARIANTS = {
     "toeplitz di": ("toeplitz", False, -1, 75.8),
     "dense di": ("dense", False, -1, 74.7),
 }
+RESUMABLE_ARGS = ("variants", "seeds", "threads", "out_dir", "resume")  # --resume accepts other values of these
+TASK_DATA = {}  # (task, max_len, train_samples, eval_samples) -> tokenized examples, shared by variants and seeds
 
 
 def parse_args(argv=None):
@@ -193,10 +196,6 @@ def task_data(task, args, tokenizer) -> dict:
                            zip(encoded["input_ids"], encoded["token_type_ids"], columns["label"][:limit])]
         TASK_DATA[key] = data
     return TASK_DATA[key]
-
-
-TASK_DATA = {}
-RESUMABLE_ARGS = ("variants", "seeds", "threads", "out_dir", "resume")
 
 
 def finetune(name, args, tokenizer, encoder_state, task_name, seed) -> float:
