@@ -9,9 +9,7 @@ has no attention), never by a list of ours.
 import contextlib
 import inspect
 import unittest
-import warnings
 
-import pytest
 import torch
 from transformers import PreTrainedConfig
 
@@ -19,19 +17,10 @@ from conftest import MODEL_CLASSES
 from configuration_hydra import HydraConfig
 from transformers_common.auto_registration import hydra_in_transformers_auto_mappings
 from transformers_common.hydra_model_tester import HydraModelTester
-from transformers_common.sdist_tests import SdistTestsUnavailable, load_sdist_test_module
+from transformers_common.sdist_tests import common_test_modules
 from transformers_common.standin_configuration_utils import config_common_kwargs
 
-pytest.importorskip("parameterized", reason="transformers' test_modeling_common.py needs `parameterized` "
-                                            "(pip install -e \".[test]\")")
-try:
-    with warnings.catch_warnings():
-        # transformers registers its marks (flash_attn_test, ...) in a conftest.py that the sdist does not ship
-        warnings.simplefilter("ignore", pytest.PytestUnknownMarkWarning)
-        modeling_common = load_sdist_test_module("test_modeling_common")
-        configuration_common = load_sdist_test_module("test_configuration_common")
-except SdistTestsUnavailable as error:
-    pytest.skip(str(error), allow_module_level=True)
+modeling_common, configuration_common = common_test_modules()
 
 
 class HydraCommonModelTest(modeling_common.ModelTesterMixin, unittest.TestCase):

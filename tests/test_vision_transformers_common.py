@@ -4,26 +4,16 @@ test_transformers_common.py. Which tests apply is decided by transformers' own c
 
 import contextlib
 import unittest
-import warnings
 
-import pytest
 import torch
 
 from configuration_hydra import HydraVisionConfig
 from modeling_hydra import HydraForImageClassification, HydraVisionModel
 from transformers_common.auto_registration import HYDRA_VISION_AUTO_CLASSES, hydra_in_transformers_auto_mappings
 from transformers_common.hydra_vision_model_tester import HydraVisionModelTester
-from transformers_common.sdist_tests import SdistTestsUnavailable, load_sdist_test_module
+from transformers_common.sdist_tests import common_test_modules
 
-pytest.importorskip("parameterized", reason="transformers' test_modeling_common.py needs `parameterized` "
-                                            "(pip install -e \".[test]\")")
-try:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", pytest.PytestUnknownMarkWarning)
-        modeling_common = load_sdist_test_module("test_modeling_common")
-        configuration_common = load_sdist_test_module("test_configuration_common")
-except SdistTestsUnavailable as error:
-    pytest.skip(str(error), allow_module_level=True)
+modeling_common, configuration_common = common_test_modules()
 
 
 class HydraVisionCommonModelTest(modeling_common.ModelTesterMixin, unittest.TestCase):

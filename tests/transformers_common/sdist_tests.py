@@ -15,8 +15,10 @@ import sys
 import tarfile
 import tempfile
 import types
+import warnings
 from pathlib import Path
 
+import pytest
 import transformers
 
 from . import standin_configuration_utils, standin_export, standin_generation
@@ -91,6 +93,20 @@ def _extract_tests(archive: Path, destination: Path) -> None:
         for member in members:
             member.name = "/".join(member.name.split("/")[2:])  # strip "transformers-<version>/tests/"
         tar.extractall(destination, members=members, filter="data")
+
+
+def common_test_modules() -> tuple:
+    """(test_modeling_common, test_configuration_common) of the installed transformers, for a test module to call at
+    import: it skips that module, with the reason, when `parameterized` or the sdist's tests cannot be had."""
+    pytest.importorskip("parameterized", reason="transformers' test_modeling_common.py needs `parameterized` "
+                                                "(pip install -e \".[test]\")")
+    try:
+        with warnings.catch_warnings():
+            # transformers registers its marks (flash_attn_test, ...) in a conftest.py that the sdist does not ship
+            warnings.simplefilter("ignore", pytest.PytestUnknownMarkWarning)
+            return load_sdist_test_module("test_modeling_common"), load_sdist_test_module("test_configuration_common")
+    except SdistTestsUnavailable as error:
+        pytest.skip(str(error), allow_module_level=True)
 
 
 def load_sdist_test_module(name: str) -> types.ModuleType:
